@@ -1,0 +1,302 @@
+"""Batched ground states of ``H = -1/2 Laplacian + V`` for many potentials at once.
+
+Algorithm: single-vector locally optimal block preconditioned conjugate gradient
+(LOBPCG, Knyazev 2001) run for every instance of the batch in lock step.  Each
+instance keeps its own three-vector trial space ``[x, w, p]`` (current iterate,
+preconditioned residual, previous direction); the Rayleigh-Ritz step is a batch of
+3x3 generalised eigenproblems solved stably by whitening the Gram matrix (tiny
+directions are dropped per instance, not globally).  The kinetic operator and the
+preconditioner ``(T + s)^-1`` are applied by FFT with the finite-difference symbol.
+
+Only the lowest eigenpair is computed.  The start vector is positive, so it
+overlaps the nodeless ground state, and the Rayleigh quotient decreases
+monotonically to the lowest eigenvalue.
+
+Convergence is judged per instance on the true residual ``||H x - lambda x||``
+(``x`` of unit Euclidean norm, energies in E0); converged rows leave the active
+set, so an instance's result does not depend on which other instances share its
+batch.  Instances that do not converge are reported, never silently returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .backend import resolve_device
+from .grid import Grid
+from .hamiltonian import KineticOperator
+
+__all__ = ["ConvergenceError", "GroundState", "ground_state", "validate_potentials"]
+
+DEFAULT_TOL = 1e-8
+DEFAULT_MAXITER = 300
+
+
+class ConvergenceError(RuntimeError):
+    """Raised when some instances of a batch did not converge.
+
+    Attributes:
+        result: the :class:`GroundState` with per-instance flags (failed rows hold NaN).
+        failed: indices (within the batch) of the instances that did not converge.
+    """
+
+    def __init__(self, message: str, result: GroundState, failed: np.ndarray) -> None:
+        super().__init__(message)
+        self.result = result
+        self.failed = failed
+
+
+@dataclass
+class GroundState:
+    """Lowest eigenpairs of a batch.
+
+    Attributes:
+        energy: ``(B,)`` lowest eigenvalues in E0 (NaN where not converged).
+        density: ``(B, *grid)`` densities ``|psi|^2`` normalised to ``dx^d sum n = 1``.
+        converged: ``(B,)`` bool.
+        residual: ``(B,)`` final ``||H x - e x||`` with ``||x|| = 1`` (Euclidean), in E0.
+        iterations: ``(B,)`` iterations each instance took.
+    """
+
+    energy: np.ndarray
+    density: np.ndarray
+    converged: np.ndarray
+    residual: np.ndarray
+    iterations: np.ndarray
+
+
+def validate_potentials(potential, grid: Grid) -> np.ndarray:
+    """Check a batch of potentials and return it as a float64 host array ``(B, *grid.shape)``.
+
+    Raises:
+        ValueError: not an array of numbers, wrong shape for the grid, empty batch, NaN/inf.
+    """
+    try:
+        v = np.asarray(potential, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"potential must be a numeric array: {exc}") from None
+    if v.ndim == grid.ndim and v.shape == grid.shape:
+        raise ValueError(
+            f"potential has shape {v.shape}: a single field; pass a batch of shape (B, {', '.join(map(str, grid.shape))})"
+        )
+    if v.ndim != grid.ndim + 1 or v.shape[1:] != grid.shape:
+        raise ValueError(
+            f"potential has shape {v.shape}, expected (B, {', '.join(map(str, grid.shape))}) for this grid"
+        )
+    if v.shape[0] == 0:
+        raise ValueError("empty batch: potential has no instances (B = 0)")
+    bad = ~np.isfinite(v).reshape(v.shape[0], -1).all(axis=1)
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        raise ValueError(f"potential contains NaN or inf in {idx.size} instance(s), first: {idx[:10].tolist()}")
+    return v
+
+
+def _start_vectors(kin: KineticOperator, v: torch.Tensor):
+    """Positive start vectors and their kinetic images, flat ``(B, N)``, ``x`` of unit norm.
+
+    ``y = exp(-4 (V - min V) / (max V - min V))`` favours the low-potential regions; one
+    smoothing ``x = (T + s)^-1 y`` imposes the walls' nodes and gives ``T x = y - s x``
+    without another transform.
+    """
+    nb = v.shape[0]
+    vmin = v.amin(dim=1, keepdim=True)
+    spread = (v.amax(dim=1, keepdim=True) - vmin).clamp_min(1e-12)
+    y = torch.exp(-4.0 * (v - vmin) / spread)
+    s = 4.0 / kin.grid.box_length**2
+    shift = torch.full((nb,), s, dtype=v.dtype, device=v.device)
+    x = kin.solve_shifted(y.reshape((nb,) + kin.grid.shape), shift).reshape(nb, -1)
+    tx = y - s * x
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    return x / norm, tx / norm
+
+
+def _ritz_coefficients(gram: torch.Tensor, ham: torch.Tensor, drop: float = 1e-10):
+    """Lowest Ritz pair of ``ham c = theta gram c`` for a batch of small pencils.
+
+    Args:
+        gram, ham: ``(B, k, k)`` overlap and Hamiltonian of the trial vectors.
+        drop: directions whose Gram eigenvalue (after scaling the trial vectors to
+            unit norm) is below ``drop`` times the largest are dropped, per instance;
+            a zero trial vector is simply ignored.
+
+    Returns:
+        ``(theta, c)``: ``(B,)`` Ritz values and ``(B, k)`` coefficients with ``c^T gram c = 1``.
+    """
+    k = gram.shape[-1]
+    ham = 0.5 * (ham + ham.transpose(1, 2))
+    diag = torch.diagonal(gram, dim1=1, dim2=2)
+    norm = torch.where(diag > 0, diag.abs().sqrt(), torch.ones_like(diag))
+    scale = 1.0 / (norm[:, :, None] * norm[:, None, :])
+    s, u = torch.linalg.eigh(gram * scale)
+    keep = s > drop * s[:, -1:]
+    inv = torch.where(keep, 1.0 / torch.where(keep, s, torch.ones_like(s)).sqrt(), torch.zeros_like(s))
+    z = u * inv[:, None, :]  # columns whiten the kept directions
+    hz = z.transpose(1, 2) @ (ham * scale) @ z
+    big = hz.abs().amax(dim=(1, 2), keepdim=True) + 1.0
+    eye = torch.eye(k, dtype=hz.dtype, device=hz.device)[None]
+    hz = hz + eye * (~keep)[:, None, :] * (1e6 * big)  # push dropped directions up
+    theta, y = torch.linalg.eigh(0.5 * (hz + hz.transpose(1, 2)))
+    return theta[:, 0], (z @ y[:, :, :1])[:, :, 0] / norm
+
+
+# Slots of the work buffer (B, 6, N): iterate, previous direction and their H images
+# first, so that one batched matmul updates all four; the new search direction last.
+_X, _P, _AX, _AP, _W, _AW = range(6)
+_BASIS = [_X, _P, _W]
+_IMAGES = [_AX, _AP, _AW]
+
+
+def _lobpcg_block(kin: KineticOperator, v: torch.Tensor, tol: float, maxiter: int):
+    """Single-vector LOBPCG for one block of instances.
+
+    Args:
+        v: ``(B, N)`` flattened potentials on the solver's device.
+
+    Returns:
+        ``(energy (B,), x (B, N), residual (B,), iterations (B,) numpy int)``; rows that
+        hit ``maxiter`` come back with their residual, to be judged by the caller.
+    """
+    nb, npts = v.shape
+    grid_shape = kin.grid.shape
+    opts = {"dtype": v.dtype, "device": v.device}
+    buf = torch.zeros((nb, 6, npts), **opts)
+    x, tx = _start_vectors(kin, v)
+    buf[:, _X] = x
+    buf[:, _AX] = tx + v * x
+    lam = (buf[:, _X] * buf[:, _AX]).sum(dim=1)
+
+    energy = torch.full((nb,), float("nan"), **opts)
+    state = torch.zeros((nb, npts), **opts)
+    residual = torch.full((nb,), float("inf"), **opts)
+    iterations = np.zeros(nb, dtype=np.int64)
+    active = np.arange(nb)
+    floor = 1.0 / kin.grid.box_length**2
+    for it in range(maxiter + 1):
+        r = buf[:, _AX] - lam[:, None] * buf[:, _X]
+        rnorm = torch.linalg.vector_norm(r, dim=1)
+        done = (rnorm <= tol * lam.abs().clamp_min(1.0)).cpu().numpy()
+        if it == maxiter:
+            done[:] = True
+        if done.any():
+            sel = np.flatnonzero(done)
+            sel_t = torch.as_tensor(sel, device=v.device)
+            xs = buf[sel_t, _X]
+            # judge on a freshly applied operator: the recurrence for H x drifts slowly
+            hx = kin.apply(xs.reshape((sel.size,) + grid_shape)).reshape(sel.size, -1) + v[sel_t] * xs
+            ls = (xs * hx).sum(dim=1)
+            rows = torch.as_tensor(active[sel], device=v.device)
+            energy[rows] = ls
+            state[rows] = xs
+            residual[rows] = torch.linalg.vector_norm(hx - ls[:, None] * xs, dim=1)
+            iterations[active[sel]] = it
+            keep = np.flatnonzero(~done)
+            active = active[keep]
+            if active.size == 0:
+                break
+            keep_t = torch.as_tensor(keep, device=v.device)
+            buf, v, lam, r = buf[keep_t], v[keep_t], lam[keep_t], r[keep_t]
+        n_act = active.size
+        # preconditioner (T + s)^-1 with s > 0 on the scale of |E - <V>|
+        shift = (lam - v.mean(dim=1)).abs().clamp_min(floor)
+        w = kin.solve_shifted(r.reshape((n_act,) + grid_shape), shift).reshape(n_act, -1)
+        buf[:, _W] = w
+        buf[:, _AW] = r + (v - shift[:, None]) * w  # (T + s) w = r  =>  T w = r - s w
+        g = buf @ buf.transpose(1, 2)  # (B, 6, 6): every overlap at once
+        gram = g[:, _BASIS][:, :, _BASIS]
+        ham = g[:, _IMAGES][:, :, _BASIS]
+        lam, c = _ritz_coefficients(gram, ham)
+        # new x = c0 x + c1 p + c2 w and new p = c1 p + c2 w; the same for the images
+        coef = torch.zeros((n_act, 4, 6), **opts)
+        coef[:, 0, _BASIS] = c
+        coef[:, 1, _BASIS[1:]] = c[:, 1:]
+        coef[:, 2, _IMAGES] = c
+        coef[:, 3, _IMAGES[1:]] = c[:, 1:]
+        buf[:, :4] = coef @ buf
+    return energy, state, residual, iterations
+
+
+def default_block_size(grid: Grid, device: torch.device) -> int:
+    """Instances iterated together: on a CPU about 10^5 grid values per field, so the
+    work set stays in cache (measured best for both 1D and 3D on a 2-core CPU); on a GPU
+    large blocks that fill the device."""
+    npts = int(np.prod(grid.shape))
+    budget = 100_000 if device.type == "cpu" else 50_000_000
+    return int(np.clip(budget // npts, 1, 1 << 16))
+
+
+def ground_state(
+    potential,
+    grid: Grid,
+    *,
+    backend: str | torch.device = "auto",
+    tol: float = DEFAULT_TOL,
+    maxiter: int = DEFAULT_MAXITER,
+    block_size: int | None = None,
+    raise_on_failure: bool = True,
+) -> GroundState:
+    """Lowest eigenpair of ``H = -1/2 Laplacian + V`` for every potential of a batch.
+
+    Args:
+        potential: ``(B, *grid.shape)`` potentials in E0 (host array).
+        grid: the grid they live on (fixes dx, boundary and stencil).
+        backend: ``"auto"``, ``"cpu"`` or ``"cuda"`` (see :func:`resolve_device`).
+        tol: converged when ``||H x - e x|| <= tol * max(1, |e|)`` for unit ``x``; the energy
+            error is then of order ``tol**2 / gap``, far below ``tol``.
+        maxiter: iteration cap; instances still unconverged are reported.
+        block_size: instances iterated together (default :func:`default_block_size`).
+            Each instance is iterated independently, so results do not depend on it.
+        raise_on_failure: raise :class:`ConvergenceError` if any instance fails (default);
+            otherwise return with NaN energies/densities in the failed rows.
+
+    Returns:
+        :class:`GroundState` with host (NumPy) arrays, float64.
+    """
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive number, got {tol}")
+    if int(maxiter) < 1:
+        raise ValueError(f"maxiter must be >= 1, got {maxiter}")
+    v_host = validate_potentials(potential, grid)
+    device = resolve_device(backend)
+    kin = KineticOperator(grid, device)
+    nb = v_host.shape[0]
+    if block_size is None:
+        block_size = default_block_size(grid, device)
+    if int(block_size) < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    block_size = int(block_size)
+
+    energy = np.empty(nb)
+    density = np.empty((nb,) + grid.shape)
+    residual = np.empty(nb)
+    iterations = np.empty(nb, dtype=np.int64)
+    flat = torch.from_numpy(v_host.reshape(nb, -1))
+    with torch.no_grad():
+        for lo in range(0, nb, block_size):
+            hi = min(lo + block_size, nb)
+            v = flat[lo:hi].to(device)
+            e, x, res, its = _lobpcg_block(kin, v, float(tol), int(maxiter))
+            n = x * x
+            n = n / (grid.cell_volume * n.sum(dim=1, keepdim=True))
+            energy[lo:hi] = e.cpu().numpy()
+            density[lo:hi] = n.cpu().numpy().reshape((hi - lo,) + grid.shape)
+            residual[lo:hi] = res.cpu().numpy()
+            iterations[lo:hi] = its
+
+    converged = residual <= tol * np.maximum(1.0, np.abs(energy))
+    failed = np.flatnonzero(~converged)
+    energy[failed] = np.nan
+    density[failed] = np.nan
+    result = GroundState(energy, density, converged, residual, iterations)
+    if failed.size and raise_on_failure:
+        raise ConvergenceError(
+            f"{failed.size} of {nb} instance(s) did not converge to tol={tol:g} within "
+            f"{maxiter} iterations (indices {failed[:10].tolist()}{'...' if failed.size > 10 else ''}); "
+            "raise maxiter or loosen tol",
+            result,
+            failed,
+        )
+    return result
