@@ -1,0 +1,1 @@
+"""Benchmark harness (``vaedft-bench``): experiments, profiles, reports, regression checks."""

@@ -1,0 +1,129 @@
+"""``vaedft`` command line: parses arguments and calls the library, nothing else.
+
+Subcommands:
+    generate   exact ground-state datasets (HDF5)
+    validate   check a dataset file against the schema and its physics
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _add_generate(sub) -> None:
+    from .data.generate import TEST_SETS
+    from .physics.testbeds import TESTBEDS
+
+    p = sub.add_parser(
+        "generate",
+        help="solve random (or the paper's test) instances of a testbed exactly and write an HDF5 dataset",
+        description="Exact ground states by batched finite differences. Interrupted runs resume when the "
+        "same command is run again; only a complete file gets the final name.",
+    )
+    p.add_argument("testbed", choices=sorted(TESTBEDS), help="which testbed")
+    p.add_argument("--n", type=_positive_int, help="number of random instances")
+    p.add_argument("--seed", type=_nonneg_int, help="seed: instance i is a pure function of (seed, i)")
+    p.add_argument("--test-set", choices=TEST_SETS, help="a fixed test set instead of random instances")
+    p.add_argument("--out", required=True, help="output HDF5 file")
+    p.add_argument("--backend", default="auto", help="solver backend: auto (default), cpu or cuda")
+    p.add_argument("--chunk", type=_positive_int, help="instances per resumable part (does not change results)")
+    p.add_argument("--field-dtype", default="float64", choices=("float64", "float32"),
+                   help="dtype of the potential and density datasets (default float64)")
+    p.add_argument("--sign", type=int, choices=(1, -1),
+                   help="gaussian1d only: +1 barriers (paper default) or -1 wells")
+    p.add_argument("--maxiter", type=_positive_int, help="solver iteration cap per instance")
+    p.add_argument("--overwrite", action="store_true", help="replace an output made with other settings")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _run_generate(args) -> int:
+    from .data.generate import generate_dataset
+    from .physics.eigensolver import DEFAULT_MAXITER
+    from .physics.testbeds import get_testbed
+
+    testbed = get_testbed(args.testbed)
+    if args.sign is not None:
+        if testbed.name != "gaussian1d":
+            raise ValueError("--sign applies to gaussian1d only")
+        testbed = testbed.replace(sign=args.sign)
+    if args.test_set is None and (args.n is None or args.seed is None):
+        raise ValueError("give --n and --seed for random instances, or --test-set")
+    out = generate_dataset(
+        testbed,
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        test_set=args.test_set,
+        backend=args.backend,
+        chunk=args.chunk,
+        field_dtype=args.field_dtype,
+        maxiter=args.maxiter or DEFAULT_MAXITER,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(out)
+    return 0
+
+
+def _run_validate(args) -> int:
+    from .data.generate import describe
+    from .data.store import validate_dataset
+
+    for path in args.files:
+        validate_dataset(path)
+        print(f"{path}: OK")
+        print(describe(path))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vaedft", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"vaedft {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_generate(sub)
+    v = sub.add_parser("validate", help="check dataset files against the schema and their physics")
+    v.add_argument("files", nargs="+", help="HDF5 dataset files")
+    return parser
+
+
+_RUNNERS = {"generate": _run_generate, "validate": _run_validate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _RUNNERS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileExistsError, RuntimeError, OSError) as exc:
+        print(f"vaedft {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
