@@ -1,0 +1,68 @@
+"""The command-line entry points: `vaedft` and `vaedft-bench`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from vaedft.bench.cli import main as bench_main
+from vaedft.cli import main
+from vaedft.data import validate_dataset
+
+
+def test_generate_and_validate(tmp_path, capsys):
+    out = tmp_path / "g.h5"
+    assert main(["generate", "gaussian1d", "--n", "5", "--seed", "3", "--out", str(out), "--no-progress",
+                 "--chunk", "2"]) == 0
+    assert validate_dataset(out)["n_instances"] == 5
+    assert main(["validate", str(out)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_generate_wells_records_sign(tmp_path):
+    out = tmp_path / "w.h5"
+    assert main(["generate", "gaussian1d", "--n", "2", "--seed", "0", "--sign", "-1", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert validate_dataset(out)["sign"] == -1
+
+
+def test_generate_test_set(tmp_path):
+    out = tmp_path / "t.h5"
+    assert main(["generate", "gaussian1d", "--test-set", "snyder2012", "--out", str(out), "--no-progress"]) == 0
+    assert validate_dataset(out)["n_instances"] == 100
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "gaussian1d", "--out", "x.h5"], "give --n and --seed"),
+        (["generate", "speckle1d", "--n", "2", "--seed", "1", "--sign", "-1", "--out", "x.h5"], "gaussian1d only"),
+        (["generate", "gaussian1d", "--n", "2", "--seed", "1", "--backend", "quantum", "--out", "x.h5"],
+         "unknown backend"),
+        (["generate", "gaussian1d", "--test-set", "snyder2012", "--n", "4", "--out", "x.h5"], "fixes its instances"),
+        (["validate", "missing.h5"], "no such file"),
+    ],
+)
+def test_errors_are_clear_and_exit_2(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["generate", "nope", "--out", "x"], ["generate", "gaussian1d", "--n", "0",
+                                                                         "--seed", "1", "--out", "x"]])
+def test_argument_errors(argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+
+
+def test_bench_entry_point_exists():
+    assert bench_main([]) == 1
+
+
+def test_module_runs_as_script():
+    res = subprocess.run([sys.executable, "-m", "vaedft.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "generate" in res.stdout
