@@ -13,15 +13,15 @@ import h5py
 import numpy as np
 import pytest
 
-from vaedft.data import generate as gen
 from vaedft.data import (
     DatasetError,
     generate_dataset,
     load_snyder2012,
     read_attrs,
+    store,
     validate_dataset,
 )
-from vaedft.data import store
+from vaedft.data import generate as gen
 from vaedft.data.snyder import SNYDER2012_SHA256
 from vaedft.data.store import REQUIRED_ATTRS
 from vaedft.physics import Gaussian1D, get_testbed

@@ -9,7 +9,7 @@ from .testbeds import TESTBEDS, Gaussian1D, Gaussian3D, Speckle1D, Testbed, get_
 
 __all__ = [
     "BACKEND_NAMES", "ConvergenceError", "Gaussian1D", "Gaussian3D", "Grid", "GroundState",
-    "KineticOperator", "Speckle1D", "TESTBEDS", "Testbed", 
+    "KineticOperator", "Speckle1D", "TESTBEDS", "Testbed",
     "get_testbed", "ground_state", "resolve_device", "kinetic_symbol", "second_derivative_coefficients",
     "second_derivative_weights", "sparse_hamiltonian", "validate_potentials",
 ]

@@ -74,14 +74,15 @@ def validate_potentials(potential, grid: Grid) -> np.ndarray:
     Raises:
         ValueError: not an array of numbers, wrong shape for the grid, empty batch, NaN/inf.
     """
-    try:
-        v = np.asarray(potential, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"potential must be a numeric array: {exc}") from None
+    if hasattr(potential, "detach"):  # a torch tensor, possibly on a GPU
+        potential = potential.detach().cpu().numpy()
+    raw = np.asarray(potential)
+    if raw.dtype.kind not in "biuf":
+        raise ValueError(f"potential must be a numeric array of real numbers, got dtype {raw.dtype}")
+    v = raw.astype(np.float64, copy=False)
     if v.ndim == grid.ndim and v.shape == grid.shape:
-        raise ValueError(
-            f"potential has shape {v.shape}: a single field; pass a batch of shape (B, {', '.join(map(str, grid.shape))})"
-        )
+        dims = ", ".join(map(str, grid.shape))
+        raise ValueError(f"potential has shape {v.shape}: a single field; pass a batch of shape (B, {dims})")
     if v.ndim != grid.ndim + 1 or v.shape[1:] != grid.shape:
         raise ValueError(
             f"potential has shape {v.shape}, expected (B, {', '.join(map(str, grid.shape))}) for this grid"

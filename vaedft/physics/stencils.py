@@ -13,7 +13,7 @@ Conventions: ``coefficients[j]`` multiplies ``f(x + j*dx)`` for ``j = 0..m``
 from __future__ import annotations
 
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -33,7 +33,7 @@ def _validate_points(points: int) -> int:
     return points
 
 
-@lru_cache(maxsize=None)
+@cache
 def second_derivative_coefficients(points: int) -> tuple[Fraction, ...]:
     """Exact coefficients ``(c_0, c_1, ..., c_m)`` of the central second derivative.
 
@@ -65,7 +65,7 @@ def second_derivative_coefficients(points: int) -> tuple[Fraction, ...]:
         for r in range(n):
             if r != col and rows[r][col] != 0:
                 f = rows[r][col]
-                rows[r] = [a - f * b for a, b in zip(rows[r], rows[col])]
+                rows[r] = [a - f * b for a, b in zip(rows[r], rows[col], strict=True)]
     return tuple(rows[i][n] for i in range(n))
 
 

@@ -64,7 +64,10 @@ class Testbed:
 
     def sample_params(self, seed: int, indices) -> dict[str, np.ndarray]:
         """Generator parameters of instances ``indices`` under ``seed``; each ``(B, ...)``."""
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        raw = np.asarray(indices).reshape(-1)
+        if raw.size and (raw.dtype.kind not in "iu" or raw.min() < 0):
+            raise ValueError(f"every instance index must be a non-negative integer, got {raw[:5].tolist()}")
+        indices = raw.astype(np.int64)
         draws = [self._draw(instance_rng(seed, int(i))) for i in indices]
         out = {}
         for key, (shape, dtype) in self.param_shapes().items():
@@ -81,10 +84,12 @@ class Testbed:
     def check_params(self, params: dict[str, np.ndarray]) -> int:
         """Validate a parameter dict; return the batch size."""
         sizes = set()
-        for key, (shape, _) in self.param_shapes().items():
+        for key, (shape, dtype) in self.param_shapes().items():
             if key not in params:
                 raise ValueError(f"{self.name}: missing parameter {key!r}")
             arr = np.asarray(params[key])
+            if arr.dtype.kind not in "biufc" or (arr.dtype.kind == "c" and np.dtype(dtype).kind != "c"):
+                raise ValueError(f"{self.name}: parameter {key!r} must be real numbers, got dtype {arr.dtype}")
             if arr.shape[1:] != shape:
                 raise ValueError(f"{self.name}: parameter {key!r} has shape {arr.shape}, expected (B, {shape})")
             if not np.all(np.isfinite(arr)):
@@ -129,13 +134,15 @@ class Gaussian1D(Testbed):
     c_range: tuple[float, float] = (0.03, 0.1)
 
     def __post_init__(self) -> None:
-        if self.sign not in (1, -1):
-            raise ValueError(f"sign must be +1 (barriers) or -1 (wells), got {self.sign}")
+        if isinstance(self.sign, bool) or not isinstance(self.sign, (int, np.integer)) or self.sign not in (1, -1):
+            raise ValueError(f"sign must be the integer +1 (barriers) or -1 (wells), got {self.sign!r}")
+        if isinstance(self.n_gauss, bool) or not isinstance(self.n_gauss, (int, np.integer)) or self.n_gauss < 1:
+            raise ValueError(f"n_gauss must be a positive integer, got {self.n_gauss!r}")
         for nm in ("a_range", "b_range", "c_range"):
             _check_range(nm, getattr(self, nm))
         if self.c_range[0] <= 0:
             raise ValueError(f"c_range must be positive (Gaussian widths), got {self.c_range}")
-        self.grid  # validates the grid
+        _ = self.grid  # building the Grid validates n_grid, box_length and the stencil
 
     def param_shapes(self):
         g = (self.n_gauss,)
@@ -152,6 +159,8 @@ class Gaussian1D(Testbed):
         self.check_params(params)
         x = self.grid.points[None, None, :]
         a, b, c = (np.asarray(params[k], dtype=np.float64)[:, :, None] for k in "abc")
+        if np.any(c <= 0):
+            raise ValueError(f"{self.name}: Gaussian widths c must be positive")
         return self.sign * (a * np.exp(-((x - b) ** 2) / (2.0 * c**2))).sum(axis=1)
 
 
@@ -181,6 +190,8 @@ class Speckle1D(Testbed):
     def __post_init__(self) -> None:
         if not (np.isfinite(self.V0) and self.V0 >= 0):
             raise ValueError(f"V0 must be >= 0, got {self.V0}")
+        if not (np.isfinite(self.correlation_length) and self.correlation_length > 0):
+            raise ValueError(f"correlation_length must be positive, got {self.correlation_length}")
         ratio = self.box_length / self.correlation_length
         if not (ratio >= 1 and abs(ratio - round(ratio)) < 1e-9):
             raise ValueError(
@@ -188,7 +199,7 @@ class Speckle1D(Testbed):
             )
         if round(ratio) > self.n_grid // 2:
             raise ValueError(f"{round(ratio)} speckle modes do not fit on {self.n_grid} grid points")
-        self.grid
+        _ = self.grid  # building the Grid validates n_grid, box_length and the stencil
 
     @property
     def n_modes(self) -> int:
@@ -251,7 +262,7 @@ class Gaussian3D(Testbed):
         if not (self.sigma > 0 and np.isfinite(self.sigma)):
             raise ValueError(f"sigma must be positive, got {self.sigma}")
         _check_range("amplitude_range", self.amplitude_range)
-        self.grid
+        _ = self.grid  # building the Grid validates n_grid, box_length and the stencil
 
     def param_shapes(self):
         return {
