@@ -55,6 +55,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--sign", type=int, choices=(1, -1),
                    help="gaussian1d only: +1 barriers (paper default) or -1 wells")
     p.add_argument("--maxiter", type=_positive_int, help="solver iteration cap per instance")
+    p.add_argument("--threads", type=_positive_int,
+                   help="CPU threads for the solver (default: torch's; use 1 on a busy shared machine)")
     p.add_argument("--overwrite", action="store_true", help="replace an output made with other settings")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -64,6 +66,10 @@ def _run_generate(args) -> int:
     from .physics.eigensolver import DEFAULT_MAXITER
     from .physics.testbeds import get_testbed
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     testbed = get_testbed(args.testbed)
     if args.sign is not None:
         if testbed.name != "gaussian1d":
