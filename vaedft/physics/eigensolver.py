@@ -20,6 +20,7 @@ batch.  Instances that do not converge are reported, never silently returned.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -234,6 +235,7 @@ def ground_state(
     tol: float = DEFAULT_TOL,
     maxiter: int = DEFAULT_MAXITER,
     block_size: int | None = None,
+    workers: int | None = None,
     raise_on_failure: bool = True,
 ) -> GroundState:
     """Lowest eigenpair of ``H = -1/2 Laplacian + V`` for every potential of a batch.
@@ -247,6 +249,8 @@ def ground_state(
         maxiter: iteration cap; instances still unconverged are reported.
         block_size: instances iterated together (default :func:`default_block_size`).
             Each instance is iterated independently, so results do not depend on it.
+        workers: blocks solved concurrently on a CPU, each on single-threaded torch ops
+            (default: ``torch.get_num_threads()``; on a GPU 1).  Results do not depend on it.
         raise_on_failure: raise :class:`ConvergenceError` if any instance fails (default);
             otherwise return with NaN energies/densities in the failed rows.
 
@@ -272,9 +276,9 @@ def ground_state(
     residual = np.empty(nb)
     iterations = np.empty(nb, dtype=np.int64)
     flat = torch.from_numpy(v_host.reshape(nb, -1))
-    with torch.no_grad():
-        for lo in range(0, nb, block_size):
-            hi = min(lo + block_size, nb)
+    def solve_block(lo: int) -> None:
+        hi = min(lo + block_size, nb)
+        with torch.no_grad():
             v = flat[lo:hi].to(device)
             e, x, res, its = _lobpcg_block(kin, v, float(tol), int(maxiter))
             n = x * x
@@ -283,6 +287,26 @@ def ground_state(
             density[lo:hi] = n.cpu().numpy().reshape((hi - lo,) + grid.shape)
             residual[lo:hi] = res.cpu().numpy()
             iterations[lo:hi] = its
+
+    starts = range(0, nb, block_size)
+    if workers is None:
+        workers = torch.get_num_threads() if device.type == "cpu" else 1
+    workers = max(1, min(int(workers), len(starts)))
+    if workers == 1:
+        for lo in starts:
+            solve_block(lo)
+    else:
+        # Blocks are independent: run them side by side on single-threaded torch ops
+        # (which release the GIL).  Splitting each small op over OpenMP threads instead
+        # gains little and collapses when another process holds a core.
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for fut in [pool.submit(solve_block, lo) for lo in starts]:
+                    fut.result()
+        finally:
+            torch.set_num_threads(previous)
 
     converged = residual <= tol * np.maximum(1.0, np.abs(energy))
     failed = np.flatnonzero(~converged)
