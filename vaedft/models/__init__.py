@@ -1,0 +1,67 @@
+"""Neural networks of vaedft: the beta-VAE and the DL functional, 1D and 3D (paper Sec. II A).
+
+Typical use::
+
+    from vaedft.models import VAE, Functional, vae_preset, functional_from_testbed
+    vae = VAE(vae_preset("speckle1d", latent_dim=16))
+    functional = Functional(functional_from_testbed(read_attrs("train.h5")))
+"""
+
+from .config import (
+    DEFAULT_LATENT_DIM,
+    FUNCTIONAL_ARCHITECTURES,
+    PADDINGS,
+    PAPER_LATENT_DIMS,
+    VAE_ARCHITECTURES,
+    FunctionalConfig,
+    VAEConfig,
+    config_from_dict,
+    from_testbed,
+    functional_from_testbed,
+    functional_preset,
+    preset_names,
+    vae_preset,
+)
+from .functional import Functional
+from .layers import (
+    DownBlock,
+    FourierResample,
+    UpBlock,
+    check_densities,
+    count_parameters,
+    fourier_resample,
+    zero_insert_upsample,
+)
+from .losses import functional_loss, kl_divergence, reconstruction_loss, vae_loss
+from .vae import VAE, Decoder, Encoder
+
+__all__ = [
+    "DEFAULT_LATENT_DIM",
+    "FUNCTIONAL_ARCHITECTURES",
+    "PADDINGS",
+    "PAPER_LATENT_DIMS",
+    "VAE_ARCHITECTURES",
+    "FunctionalConfig",
+    "VAEConfig",
+    "config_from_dict",
+    "from_testbed",
+    "functional_from_testbed",
+    "functional_preset",
+    "preset_names",
+    "vae_preset",
+    "Functional",
+    "VAE",
+    "Encoder",
+    "Decoder",
+    "DownBlock",
+    "UpBlock",
+    "FourierResample",
+    "check_densities",
+    "count_parameters",
+    "fourier_resample",
+    "zero_insert_upsample",
+    "functional_loss",
+    "kl_divergence",
+    "reconstruction_loss",
+    "vae_loss",
+]
