@@ -66,3 +66,44 @@ def test_bench_entry_point_exists():
 def test_module_runs_as_script():
     res = subprocess.run([sys.executable, "-m", "vaedft.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "generate" in res.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "g.h5"
+    assert main(["generate", "gaussian1d", "--n", "120", "--seed", "5", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_train_commands_write_run_dirs(tiny_data, tmp_path, capsys):
+    vae_dir, f_dir = tmp_path / "vae", tmp_path / "f"
+    assert main(["train-vae", "--data", str(tiny_data), "--latent", "4", "--beta", "1e-3", "--epochs", "2",
+                 "--lr", "1e-3", "--batch", "40", "--out", str(vae_dir), "--no-progress"]) == 0
+    assert main(["train-functional", "--data", str(tiny_data), "--epochs", "2", "--batch", "40",
+                 "--out", str(f_dir), "--no-progress"]) == 0
+    for d in (vae_dir, f_dir):
+        assert {"config.json", "last.pt", "best.pt", "state.json", "history.csv"} <= {p.name for p in d.iterdir()}
+    assert '"finished": true' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--preset", "speckle1d"], "does not fit the gaussian1d data"),
+        (["--beta", "-1"], "beta must be >= 0"),
+        (["--val-fraction", "1.5"], "val_fraction"),
+        (["--device", "tpu"], "unknown backend"),
+    ],
+)
+def test_train_errors_exit_2(tiny_data, tmp_path, capsys, extra, message):
+    argv = ["train-vae", "--data", str(tiny_data), "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(argv + extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_refuses_another_run_in_the_same_dir(tiny_data, tmp_path, capsys):
+    argv = ["train-vae", "--data", str(tiny_data), "--epochs", "1", "--batch", "60", "--out", str(tmp_path / "r"),
+            "--no-progress"]
+    assert main(argv + ["--latent", "4"]) == 0
+    assert main(argv + ["--latent", "8"]) == 2
+    assert "different run" in capsys.readouterr().err

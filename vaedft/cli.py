@@ -1,8 +1,10 @@
 """``vaedft`` command line: parses arguments and calls the library, nothing else.
 
 Subcommands:
-    generate   exact ground-state datasets (HDF5)
-    validate   check a dataset file against the schema and its physics
+    generate          exact ground-state datasets (HDF5)
+    validate          check a dataset file against the schema and its physics
+    train-vae         train the beta-VAE on a dataset's densities
+    train-functional  train the DL functional F[n] on a dataset
 """
 
 from __future__ import annotations
@@ -105,6 +107,79 @@ def _run_validate(args) -> int:
     return 0
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def _add_train(sub, kind: str) -> None:
+    from .models import preset_names
+
+    name = "train-vae" if kind == "vae" else "train-functional"
+    what = "the beta-VAE" if kind == "vae" else "the DL functional F[n] (target: the dataset's F)"
+    p = sub.add_parser(
+        name,
+        help=f"train {what}",
+        description=f"Train {what} with Adam (paper defaults: lr 1e-4, batch 100, 1200 epochs, 80/20 split). "
+        "Interrupted runs resume when the same command is run again.",
+    )
+    p.add_argument("--data", required=True, help="training dataset (HDF5 from `vaedft generate`)")
+    p.add_argument("--out", required=True, help="run directory: config.json, checkpoints, history.csv")
+    if kind == "vae":
+        p.add_argument("--latent", type=_positive_int, help="latent dimension l_d (default: the paper's)")
+        p.add_argument("--beta", type=float, default=1.0, help="KL weight beta (default 1)")
+    p.add_argument("--preset", choices=preset_names(),
+                   help="architecture of the paper's table for this testbed (default: the dataset's own)")
+    p.add_argument("--epochs", type=_positive_int, default=1200)
+    p.add_argument("--lr", type=_positive_float, default=1e-4)
+    p.add_argument("--batch", type=_positive_int, default=100)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--patience", type=_positive_int, help="early stopping: epochs without a better validation loss")
+    p.add_argument("--n-limit", type=_positive_int, help="use only the first N instances of the file")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (1 on a busy shared machine)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _run_train(args, kind: str) -> int:
+    import json
+
+    from .models import functional_preset, vae_preset
+    from .train import TrainConfig, train
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    model_config = None
+    latent = getattr(args, "latent", None)
+    if args.preset:
+        model_config = vae_preset(args.preset, latent) if kind == "vae" else functional_preset(args.preset)
+        latent = None
+    config = TrainConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        dtype=args.dtype,
+        beta=getattr(args, "beta", 1.0),
+        patience=args.patience,
+        n_limit=args.n_limit,
+    )
+    state = train(kind, args.data, args.out, model_config=model_config, latent_dim=latent, config=config,
+                  device=args.device, progress=not args.no_progress)
+    print(json.dumps(state, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaedft", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"vaedft {__version__}")
@@ -112,10 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     v = sub.add_parser("validate", help="check dataset files against the schema and their physics")
     v.add_argument("files", nargs="+", help="HDF5 dataset files")
+    _add_train(sub, "vae")
+    _add_train(sub, "functional")
     return parser
 
 
-_RUNNERS = {"generate": _run_generate, "validate": _run_validate}
+_RUNNERS = {
+    "generate": _run_generate,
+    "validate": _run_validate,
+    "train-vae": lambda args: _run_train(args, "vae"),
+    "train-functional": lambda args: _run_train(args, "functional"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileExistsError, RuntimeError, OSError) as exc:
+    except (ValueError, FileExistsError, RuntimeError, OSError, FloatingPointError) as exc:
         print(f"vaedft {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

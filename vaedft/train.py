@@ -1,0 +1,401 @@
+"""One training loop for both networks: the beta-VAE and the DL functional.
+
+Paper defaults (Sec. II A): Adam, learning rate 1e-4, batch 100, 1200 epochs, 80/20
+train/validation split after a seeded shuffle; all overridable through :class:`TrainConfig`.
+
+A run directory holds:
+
+* ``config.json``: kind, model config, training config, the dataset's path, sha256 and testbed
+  (written once; a rerun must match it, or it is refused);
+* ``last.pt`` (weights, optimizer state, epoch) and ``best.pt`` (best-validation weights):
+  dicts of tensors and numbers, written atomically, loaded with ``weights_only=True``;
+* ``state.json``: epoch reached, best epoch and loss, early-stopping flag, wall time;
+* ``history.csv``: per-epoch losses.
+
+Resuming: rerun the same command.  The data order and the reparameterisation noise of
+epoch ``e`` are pure functions of ``(seed, e)``, and weights, optimizer and batch-norm
+statistics are restored exactly, so an interrupted run ends bit-identical (on a CPU) to an
+uninterrupted one.  Nothing syncs with the host inside an epoch: losses accumulate on the
+device and are read once per epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .data.store import read_attrs, testbed_from_attrs, validate_dataset
+from .models import (
+    VAE,
+    Functional,
+    FunctionalConfig,
+    VAEConfig,
+    config_from_dict,
+    from_testbed,
+    functional_from_testbed,
+    functional_loss,
+    vae_loss,
+)
+from .physics.backend import resolve_device
+
+__all__ = ["KINDS", "TrainConfig", "train", "load_run", "file_sha256", "CheckpointError"]
+
+KINDS = ("vae", "functional")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class CheckpointError(ValueError):
+    """A run directory or checkpoint that does not match what is asked of it."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (paper defaults).
+
+    Attributes:
+        epochs: passes over the training split.
+        lr: Adam learning rate.
+        batch_size: instances per step.
+        val_fraction: share of the (shuffled) dataset held out for validation.
+        seed: fixes the split, the initial weights, the data order and the VAE noise.
+        dtype: ``"float32"`` (default) or ``"float64"``.
+        beta: weight of the KL term (VAE only).
+        patience: stop after this many epochs without a better validation loss (None: never).
+        n_limit: use only the first ``n_limit`` instances of the file (None: all).
+    """
+
+    epochs: int = 1200
+    lr: float = 1e-4
+    batch_size: int = 100
+    val_fraction: float = 0.2
+    seed: int = 0
+    dtype: str = "float32"
+    beta: float = 1.0
+    patience: int | None = None
+    n_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        def positive_int(name, allow_none=False):
+            v = getattr(self, name)
+            if allow_none and v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+        for name in ("epochs", "batch_size"):
+            positive_int(name)
+        for name in ("patience", "n_limit"):
+            positive_int(name, allow_none=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not (0.0 < self.val_fraction < 1.0):
+            raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training settings: {sorted(unknown)}")
+        return cls(**data)
+
+
+def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
+    """sha256 of a file's content, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stream(seed: int, epoch: int, what: int) -> int:
+    """A 63-bit seed for one (seed, epoch, purpose) stream."""
+    return int(np.random.SeedSequence(seed, spawn_key=(epoch, what)).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _atomic_torch(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def build_model(kind: str, config: VAEConfig | FunctionalConfig) -> torch.nn.Module:
+    if kind == "vae":
+        return VAE(config)
+    if kind == "functional":
+        return Functional(config)
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def _check_grid(config, attrs: dict, what: str) -> None:
+    testbed = testbed_from_attrs(attrs)
+    grid = testbed.grid
+    mismatch = []
+    if config.ndim != grid.ndim:
+        mismatch.append(f"ndim {config.ndim} vs {grid.ndim}")
+    if config.grid_n != grid.n:
+        mismatch.append(f"grid_n {config.grid_n} vs {grid.n}")
+    if not math.isclose(config.dx, grid.dx, rel_tol=1e-12):
+        mismatch.append(f"dx {config.dx} vs {grid.dx}")
+    if config.boundary != grid.boundary:
+        mismatch.append(f"boundary {config.boundary} vs {grid.boundary}")
+    if mismatch:
+        raise CheckpointError(f"{what} does not fit the {testbed.name} data: " + ", ".join(mismatch))
+
+
+def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2**31,))).permutation(n)
+    n_val = max(1, int(round(val_fraction * n)))
+    if n - n_val < 1:
+        raise ValueError(f"{n} instances are too few for a train/validation split")
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _load_tensors(path: Path, kind: str, n: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    with h5py.File(path, "r") as f:
+        dens = torch.from_numpy(np.asarray(f["density"][:n], dtype=np.float64)).to(device=device, dtype=dtype)
+        target = None
+        if kind == "functional":
+            target = torch.from_numpy(np.asarray(f["F"][:n], dtype=np.float64)).to(device=device, dtype=dtype)
+    return dens, target
+
+
+def _losses(kind, model, x, y, beta, generator):
+    """(total, parts) for one batch; parts are detached per-batch sums for the history."""
+    if kind == "vae":
+        n_hat, mu, logvar = model(x, generator=generator, validate=False)
+        total, rec, kl = vae_loss(n_hat, x, mu, logvar, beta)
+        return total, (rec.detach(), kl.detach())
+    pred = model(x, validate=False)
+    total = functional_loss(pred, y)
+    return total, ()
+
+
+def train(
+    kind: str,
+    data: str | Path,
+    out: str | Path,
+    *,
+    model_config: VAEConfig | FunctionalConfig | None = None,
+    latent_dim: int | None = None,
+    config: TrainConfig = TrainConfig(),
+    device: str = "auto",
+    progress: bool = True,
+    max_epochs_this_call: int | None = None,
+) -> dict:
+    """Train a VAE or a functional on a dataset file; resumable.
+
+    Args:
+        kind: ``"vae"`` or ``"functional"``.
+        data: HDF5 dataset from ``vaedft generate``.
+        out: run directory (created; an existing one must hold the same run).
+        model_config: architecture; default the paper's for the dataset's testbed.
+        latent_dim: VAE latent size when ``model_config`` is not given (default: the paper's).
+        config: optimisation settings.
+        device: ``auto``, ``cpu``, ``cuda``.
+        progress: show a progress bar.
+        max_epochs_this_call: stop after this many epochs even if unfinished (resumable
+            later; for time-boxed jobs and tests).
+
+    Returns:
+        The final ``state.json`` content.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    data, out = Path(data), Path(out)
+    attrs = validate_dataset(data)
+    if model_config is None:
+        model_config = from_testbed(attrs, latent_dim) if kind == "vae" else functional_from_testbed(attrs)
+    elif latent_dim is not None:
+        raise ValueError("give either model_config or latent_dim, not both")
+    expected = VAEConfig if kind == "vae" else FunctionalConfig
+    if not isinstance(model_config, expected):
+        raise ValueError(f"a {kind} needs a {expected.__name__}, got {type(model_config).__name__}")
+    _check_grid(model_config, attrs, "model config")
+    n_total = int(attrs["n_instances"])
+    n = min(n_total, config.n_limit) if config.n_limit else n_total
+
+    dev = resolve_device(device)
+    dtype = DTYPES[config.dtype]
+    run = {
+        "kind": kind,
+        "model": model_config.to_dict(),
+        "train": config.to_dict(),
+        "data": {"path": str(data.resolve()), "sha256": file_sha256(data), "testbed": attrs["testbed"],
+                 "n_instances": n},
+        "vaedft_version": __version__,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        for key in ("kind", "model", "train"):
+            if old.get(key) != run[key]:
+                raise CheckpointError(f"{out} holds a different run ({key} differs); choose another --out")
+        if old["data"]["sha256"] != run["data"]["sha256"] or old["data"]["n_instances"] != n:
+            raise CheckpointError(f"{out} was trained on other data ({old['data']['path']}); choose another --out")
+    else:
+        _atomic_json(cfg_path, run)
+
+    train_idx, val_idx = _split(n, config.val_fraction, config.seed)
+    dens, target = _load_tensors(data, kind, n, dtype, dev)
+    x_tr, x_val = dens[torch.as_tensor(train_idx, device=dev)], dens[torch.as_tensor(val_idx, device=dev)]
+    y_tr = y_val = None
+    if target is not None:
+        y_tr, y_val = target[torch.as_tensor(train_idx, device=dev)], target[torch.as_tensor(val_idx, device=dev)]
+    del dens, target
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_model(kind, model_config)
+    if kind == "functional":
+        model.set_target_scaling(float(y_tr.mean()), float(y_tr.std()) if len(y_tr) > 1 else 1.0)
+    model = model.to(device=dev, dtype=dtype)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+
+    state = {"epoch": 0, "best_epoch": None, "best_val_loss": None, "stopped_early": False,
+             "finished": False, "wall_time_s": 0.0}
+    history: list[dict] = []
+    last = out / "last.pt"
+    if last.exists():
+        ckpt = torch.load(last, map_location=dev, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        state = json.loads((out / "state.json").read_text())
+        history = pd.read_csv(out / "history.csv").to_dict("records") if state["epoch"] else []
+        if int(ckpt["epoch"]) != state["epoch"]:
+            raise CheckpointError(f"{out}: last.pt is at epoch {int(ckpt['epoch'])}, state.json at {state['epoch']}")
+    if state["finished"]:
+        return state
+
+    n_tr = x_tr.shape[0]
+    bs = config.batch_size
+    noise = torch.Generator(device=dev)
+    start_epoch = state["epoch"]
+    stop_at = config.epochs if max_epochs_this_call is None else min(config.epochs, start_epoch + max_epochs_this_call)
+    t0 = time.perf_counter()
+    bar = tqdm(total=config.epochs, initial=start_epoch, desc=f"train {kind}", unit="epoch", disable=not progress)
+    try:
+        for epoch in range(start_epoch, stop_at):
+            model.train()
+            order_gen = torch.Generator().manual_seed(_stream(config.seed, epoch, 0))
+            order = torch.randperm(n_tr, generator=order_gen).to(dev)
+            noise.manual_seed(_stream(config.seed, epoch, 1))
+            sums = torch.zeros(3, dtype=torch.float64, device=dev)
+            for lo in range(0, n_tr, bs):
+                idx = order[lo : lo + bs]
+                loss, parts = _losses(kind, model, x_tr[idx], None if y_tr is None else y_tr[idx], config.beta, noise)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                k = idx.numel()
+                sums[0] += loss.detach() * k
+                for j, p in enumerate(parts, 1):
+                    sums[j] += p * k
+            model.eval()
+            vsums = torch.zeros(3, dtype=torch.float64, device=dev)
+            with torch.no_grad():
+                for lo in range(0, x_val.shape[0], 4 * bs):
+                    xv = x_val[lo : lo + 4 * bs]
+                    yv = None if y_val is None else y_val[lo : lo + 4 * bs]
+                    loss, parts = _losses(kind, model, xv, yv, config.beta, None)
+                    vsums[0] += loss * xv.shape[0]
+                    for j, p in enumerate(parts, 1):
+                        vsums[j] += p * xv.shape[0]
+            tr = (sums / n_tr).tolist()  # the one host sync of the epoch
+            va = (vsums / x_val.shape[0]).tolist()
+            row = {"epoch": epoch + 1, "train_loss": tr[0], "val_loss": va[0]}
+            if kind == "vae":
+                row.update(train_rec=tr[1], train_kl=tr[2], val_rec=va[1], val_kl=va[2])
+            history.append(row)
+            if not math.isfinite(va[0]) or not math.isfinite(tr[0]):
+                raise FloatingPointError(f"loss became {tr[0]} / {va[0]} at epoch {epoch + 1}; lower the lr")
+            state["epoch"] = epoch + 1
+            if state["best_val_loss"] is None or va[0] < state["best_val_loss"]:
+                state["best_val_loss"], state["best_epoch"] = va[0], epoch + 1
+                _atomic_torch(out / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1})
+            if config.patience is not None and epoch + 1 - state["best_epoch"] >= config.patience:
+                state["stopped_early"] = True
+            state["finished"] = state["stopped_early"] or state["epoch"] >= config.epochs
+            state["wall_time_s"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            # history and state first, then the weights: a crash in between leaves last.pt one
+            # epoch behind, detected on resume and redone from last.pt's epoch
+            pd.DataFrame(history).to_csv(out / "history.csv.tmp", index=False)
+            os.replace(out / "history.csv.tmp", out / "history.csv")
+            _atomic_torch(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1})
+            _atomic_json(out / "state.json", state)
+            bar.update(1)
+            bar.set_postfix(train=f"{tr[0]:.3g}", val=f"{va[0]:.3g}")
+            if state["stopped_early"]:
+                break
+    finally:
+        bar.close()
+    return state
+
+
+def load_run(run_dir: str | Path, *, which: str = "best", device: str = "cpu", dtype: str | None = None):
+    """Load a trained model from a run directory (``which``: ``"best"`` or ``"last"``).
+
+    Returns:
+        ``(model in eval mode, run config dict)``.
+
+    Raises:
+        CheckpointError: missing files, or weights that do not fit the recorded config.
+    """
+    run_dir = Path(run_dir)
+    cfg_path, ckpt_path = run_dir / "config.json", run_dir / f"{which}.pt"
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+    if not cfg_path.exists() or not ckpt_path.exists():
+        raise CheckpointError(f"{run_dir} is not a finished training run (needs config.json and {which}.pt)")
+    run = json.loads(cfg_path.read_text())
+    model_config = config_from_dict(run["model"])
+    model = build_model(run["kind"], model_config)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{ckpt_path} does not match the model in config.json: {exc}") from None
+    dt = DTYPES[dtype or run["train"]["dtype"]]
+    model = model.to(device=resolve_device(device), dtype=dt).eval()
+    return model, run
+
+
+def check_run_fits_data(run: dict, data_path: str | Path) -> None:
+    """Refuse a dataset whose testbed or grid differs from the one a run was trained on."""
+    attrs = read_attrs(data_path)
+    if attrs.get("testbed") != run["data"]["testbed"]:
+        raise CheckpointError(
+            f"{data_path} is {attrs.get('testbed')} data; the model was trained on {run['data']['testbed']}"
+        )
+    _check_grid(config_from_dict(run["model"]), attrs, "the trained model")
