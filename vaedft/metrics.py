@@ -79,8 +79,11 @@ def functional_errors(functional, densities, F_true, *, batch: int = 500) -> dic
     functional.eval()
     p = next(functional.parameters())
     n = torch.as_tensor(np.asarray(densities), dtype=p.dtype, device=p.device)
+    F_true = np.asarray(F_true, dtype=np.float64)
+    if F_true.shape != (n.shape[0],):
+        raise ValueError(f"F_true must have shape ({n.shape[0]},) like the densities' batch, got {F_true.shape}")
     preds = [functional(n[lo : lo + batch]).double().cpu().numpy() for lo in range(0, n.shape[0], batch)]
-    err = np.concatenate(preds) - np.asarray(F_true, dtype=np.float64)
+    err = np.concatenate(preds) - F_true
     mae = float(np.abs(err).mean())
     return {
         "mae": mae,

@@ -7,10 +7,11 @@ A run directory holds:
 
 * ``config.json``: kind, model config, training config, the dataset's path, sha256 and testbed
   (written once; a rerun must match it, or it is refused);
-* ``last.pt`` (weights, optimizer state, epoch) and ``best.pt`` (best-validation weights):
-  dicts of tensors and numbers, written atomically, loaded with ``weights_only=True``;
-* ``state.json``: epoch reached, best epoch and loss, early-stopping flag, wall time;
-* ``history.csv``: per-epoch losses.
+* ``last.pt`` (weights, optimizer state, epoch, run state and loss history) and ``best.pt``
+  (best-validation weights): dicts of tensors and plain numbers, each written atomically,
+  loaded with ``weights_only=True``.  ``last.pt`` is all a resume needs;
+* ``state.json`` (epoch reached, best epoch and loss, early-stopping flag, wall time) and
+  ``history.csv`` (per-epoch losses): readable views of ``last.pt``.
 
 Resuming: rerun the same command.  The data order and the reparameterisation noise of
 epoch ``e`` are pure functions of ``(seed, e)``, and weights, optimizer and batch-norm
@@ -148,6 +149,14 @@ def _atomic_torch(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _write_views(out: Path, state: dict, history: list[dict]) -> None:
+    """The human-readable views of a checkpoint: state.json and history.csv."""
+    tmp = out / "history.csv.tmp"
+    pd.DataFrame(history).to_csv(tmp, index=False)
+    os.replace(tmp, out / "history.csv")
+    _atomic_json(out / "state.json", state)
+
+
 def build_model(kind: str, config: VAEConfig | FunctionalConfig) -> torch.nn.Module:
     if kind == "vae":
         return VAE(config)
@@ -237,6 +246,8 @@ def train(
         model_config = from_testbed(attrs, latent_dim) if kind == "vae" else functional_from_testbed(attrs)
     elif latent_dim is not None:
         raise ValueError("give either model_config or latent_dim, not both")
+    if kind == "functional" and latent_dim is not None:
+        raise ValueError("latent_dim applies to the VAE only")
     expected = VAEConfig if kind == "vae" else FunctionalConfig
     if not isinstance(model_config, expected):
         raise ValueError(f"a {kind} needs a {expected.__name__}, got {type(model_config).__name__}")
@@ -288,12 +299,13 @@ def train(
     last = out / "last.pt"
     if last.exists():
         ckpt = torch.load(last, map_location=dev, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        state = json.loads((out / "state.json").read_text())
-        history = pd.read_csv(out / "history.csv").to_dict("records") if state["epoch"] else []
-        if int(ckpt["epoch"]) != state["epoch"]:
-            raise CheckpointError(f"{out}: last.pt is at epoch {int(ckpt['epoch'])}, state.json at {state['epoch']}")
+        try:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            state, history = dict(ckpt["state"]), [dict(r) for r in ckpt["history"]]
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{last} does not fit this run: {exc}") from None
+        _write_views(out, state, history)  # a crash may have left them behind last.pt
     if state["finished"]:
         return state
 
@@ -348,12 +360,11 @@ def train(
             state["finished"] = state["stopped_early"] or state["epoch"] >= config.epochs
             state["wall_time_s"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            # history and state first, then the weights: a crash in between leaves last.pt one
-            # epoch behind, detected on resume and redone from last.pt's epoch
-            pd.DataFrame(history).to_csv(out / "history.csv.tmp", index=False)
-            os.replace(out / "history.csv.tmp", out / "history.csv")
-            _atomic_torch(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1})
-            _atomic_json(out / "state.json", state)
+            # last.pt alone (one atomic write) is what a resume reads; state.json and
+            # history.csv are views of it, rewritten on resume if a crash left them behind
+            _atomic_torch(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                                 "state": dict(state), "history": history})
+            _write_views(out, state, history)
             bar.update(1)
             bar.set_postfix(train=f"{tr[0]:.3g}", val=f"{va[0]:.3g}")
             if state["stopped_early"]:
