@@ -100,14 +100,16 @@ def validate_potentials(potential, grid: Grid) -> np.ndarray:
 def _start_vectors(kin: KineticOperator, v: torch.Tensor):
     """Positive start vectors and their kinetic images, flat ``(B, N)``, ``x`` of unit norm.
 
-    ``y = exp(-4 (V - min V) / (max V - min V))`` favours the low-potential regions; one
+    ``y = exp(-(V - min V) / (max V - min V))`` favours the low-potential regions; one
     smoothing ``x = (T + s)^-1 y`` imposes the walls' nodes and gives ``T x = y - s x``
     without another transform.
     """
     nb = v.shape[0]
     vmin = v.amin(dim=1, keepdim=True)
     spread = (v.amax(dim=1, keepdim=True) - vmin).clamp_min(1e-12)
-    y = torch.exp(-4.0 * (v - vmin) / spread)
+    # weight 1 in the exponent: 3D needs 14% fewer iterations than with 4, 1D within 2%
+    # (mean iterations over 200 instances of each testbed, two seeds)
+    y = torch.exp(-(v - vmin) / spread)
     s = 4.0 / kin.grid.box_length**2
     shift = torch.full((nb,), s, dtype=v.dtype, device=v.device)
     x = kin.solve_shifted(y.reshape((nb,) + kin.grid.shape), shift).reshape(nb, -1)
