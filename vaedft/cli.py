@@ -5,6 +5,7 @@ Subcommands:
     validate          check a dataset file against the schema and its physics
     train-vae         train the beta-VAE on a dataset's densities
     train-functional  train the DL functional F[n] on a dataset
+    minimize          minimise the energies of a test set with a trained VAE and functional
 """
 
 from __future__ import annotations
@@ -180,6 +181,110 @@ def _run_train(args, kind: str) -> int:
     return 0
 
 
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative finite number, got {text}")
+    return value
+
+
+def _positive_float_or_inf(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or inf, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number or inf, got {text}")
+    return value
+
+
+def _add_minimize(sub) -> None:
+    from .minimize import INITS, METHODS, MinimizeConfig
+
+    d = MinimizeConfig()
+    p = sub.add_parser(
+        "minimize",
+        help="minimise the energies of a test set with a trained VAE and DL functional (or a density-space baseline)",
+        description="Batched energy minimisation (paper eqs. 10-14) of every potential of a test set; writes an "
+        "HDF5 result file (energies, densities, convergence, metrics, provenance) and prints a summary. "
+        "The test set must come from the testbed and grid the runs were trained on.",
+    )
+    p.add_argument("--vae", help="VAE run directory (`vaedft train-vae`); needed by the latent methods")
+    p.add_argument("--functional", required=True, help="DL functional run directory (`vaedft train-functional`)")
+    p.add_argument("--data", required=True, help="test dataset (HDF5); its energy and density are the exact answers")
+    p.add_argument("--out", required=True, help="result file (HDF5)")
+    p.add_argument("--method", choices=METHODS, default=d.method,
+                   help=f"optimiser (default {d.method}); density-gd and pca-gd are the density-space baselines")
+    p.add_argument("--steps", type=_positive_int, help=f"step budget t_max per instance (default {d.steps})")
+    p.add_argument("--lr", type=_positive_float, help=f"step size eta (default {d.lr:g})")
+    p.add_argument("--init", choices=INITS,
+                   help=f"starting point: encoded mean or random training density, or a prior draw (default {d.init})")
+    p.add_argument("--starts", type=_positive_int, help=f"starting points per instance, lowest energy kept "
+                   f"(default {d.starts})")
+    p.add_argument("--seed", type=_nonneg_int, help=f"seed of the random starting points (default {d.seed})")
+    p.add_argument("--tol-energy", type=_nonneg_float,
+                   help=f"convergence: |E_t - E_t-1| below this (E0, default {d.tol_energy:g}; 0: run all steps)")
+    p.add_argument("--tol-grad", type=_nonneg_float,
+                   help=f"convergence: gradient norm below this (default {d.tol_grad:g}; 0: run all steps)")
+    p.add_argument("--n-components", type=_positive_int,
+                   help=f"principal components of pca-gd (default {d.n_components})")
+    p.add_argument("--history-every", type=_positive_int,
+                   help=f"keep the energy every this many steps (default {d.history_every})")
+    p.add_argument("--divergence-threshold", type=_positive_float_or_inf,
+                   help=f"flag a row diverged when its energy rises this much above its start (E0, default "
+                   f"{d.divergence_threshold:g}; inf: NaN/inf only)")
+    p.add_argument("--precondition", choices=("kinetic",),
+                   help="density-gd only: kinetic preconditioner (not in the paper; default: plain eq. 10)")
+    p.add_argument("--train-data", help="training dataset for the mean/sample starts and the PCA basis (default: the "
+                   "file recorded in the VAE's run, or the functional's for density methods; its sha256 must match)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--dtype", default="float64", choices=("float64", "float32"),
+                   help="dtype the models are evaluated in (default float64)")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (1 on a busy shared machine)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _run_minimize(args) -> int:
+    from .minimize import DENSITY_METHODS, MinimizeConfig
+    from .pipeline import minimize_files
+    from .results import summary_table
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    given = {
+        "steps": args.steps, "lr": args.lr, "init": args.init, "starts": args.starts, "seed": args.seed,
+        "tol_energy": args.tol_energy, "tol_grad": args.tol_grad, "n_components": args.n_components,
+        "history_every": args.history_every, "divergence_threshold": args.divergence_threshold,
+        "precondition": args.precondition,
+    }
+    config = MinimizeConfig(method=args.method, **{k: v for k, v in given.items() if v is not None})
+    if args.vae is not None and args.method in DENSITY_METHODS:
+        print(f"vaedft minimize: note: --vae is not used by {args.method}", file=sys.stderr)
+    out = minimize_files(
+        vae_dir=args.vae,
+        functional_dir=args.functional,
+        test_data=args.data,
+        out=args.out,
+        config=config,
+        train_data=args.train_data,
+        device=args.device,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    result, metrics = out["result"], out["metrics"]
+    print(f"{out['testbed']}: {args.data} -> {out['path']}")
+    print(summary_table(metrics["attrs"], method=config.method, steps=config.steps, wall_time_s=result.wall_time_s,
+                        violation_indices=metrics["arrays"]["violation_indices"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaedft", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"vaedft {__version__}")
@@ -189,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("files", nargs="+", help="HDF5 dataset files")
     _add_train(sub, "vae")
     _add_train(sub, "functional")
+    _add_minimize(sub)
     return parser
 
 
@@ -197,6 +303,7 @@ _RUNNERS = {
     "validate": _run_validate,
     "train-vae": lambda args: _run_train(args, "vae"),
     "train-functional": lambda args: _run_train(args, "functional"),
+    "minimize": _run_minimize,
 }
 
 

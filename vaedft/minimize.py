@@ -229,6 +229,11 @@ class MinimizeConfig:
         return self.method in LATENT_METHODS
 
     @property
+    def needs_training_densities(self) -> bool:
+        """Whether this configuration needs the training densities (PCA basis or start points)."""
+        return self.method == "pca-gd" or self.init in ("mean", "sample") or (self.starts > 1 and self.init != "prior")
+
+    @property
     def history_steps(self) -> np.ndarray:
         """Step numbers of the energy-history columns, ``0, h, 2h, ... <= steps``."""
         return np.arange(0, self.steps + 1, self.history_every)
@@ -859,9 +864,8 @@ def minimize(
     V = _as_tensor("potentials", potentials, spec, dtype, device)
     n_inst = V.shape[0]
     idx = _check_indices(indices, n_inst)
-    needs_train = cfg.method == "pca-gd" or cfg.init in ("mean", "sample") or (cfg.starts > 1 and cfg.init != "prior")
     train = None
-    if needs_train:
+    if cfg.needs_training_densities:
         if train_densities is None:
             raise ValueError(f"method {cfg.method} with init {cfg.init!r} needs train_densities")
         train = _as_tensor("train_densities", train_densities, spec, dtype, device)
