@@ -45,12 +45,7 @@ TINY = TrainConfig(epochs=5, lr=1e-3, batch_size=50, seed=3, n_limit=100)
 KINDS = ("vae", "functional")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

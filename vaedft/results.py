@@ -50,6 +50,7 @@ import h5py
 import numpy as np
 
 from . import __version__
+from .data.store import plain_value
 
 __all__ = [
     "FORMAT",
@@ -245,16 +246,6 @@ def write_result(
 # ----------------------------------------------------------------------------- reading
 
 
-def _plain(value):
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def read_result(path: str | Path) -> dict:
     """Read a result file and check it against the schema.
 
@@ -278,7 +269,7 @@ def read_result(path: str | Path) -> dict:
     except OSError as exc:
         raise ResultError(f"{path}: not a readable HDF5 file ({exc})") from None
     with f:
-        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        attrs = {k: plain_value(v) for k, v in f.attrs.items()}
         if attrs.get("format") != FORMAT:
             raise ResultError(f"{path}: not a vaedft minimization result (format {attrs.get('format')!r})")
         if attrs.get("format_version") != FORMAT_VERSION:
@@ -306,7 +297,7 @@ def read_result(path: str | Path) -> dict:
         if "metrics" not in f:
             raise ResultError(f"{path}: missing group 'metrics'")
         g = f["metrics"]
-        metrics = {k: _plain(v) for k, v in g.attrs.items()}
+        metrics = {k: plain_value(v) for k, v in g.attrs.items()}
         missing = [a for a in METRIC_ATTRS if a not in metrics]
         absent = [d for d in METRIC_DATASETS if d not in g]
         if missing or absent:

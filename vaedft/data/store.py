@@ -71,7 +71,8 @@ def file_attrs(testbed: Testbed, *, n: int, seed: int, test_set: str = "none") -
     return attrs
 
 
-def _plain(value):
+def plain_value(value):
+    """An HDF5 attribute value as a plain Python value (str, list, int, float)."""
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, np.ndarray):
@@ -84,7 +85,7 @@ def _plain(value):
 def read_attrs(path: str | Path) -> dict:
     """File attributes as plain Python values."""
     with h5py.File(path, "r") as f:
-        return {k: _plain(v) for k, v in f.attrs.items()}
+        return {k: plain_value(v) for k, v in f.attrs.items()}
 
 
 def testbed_from_attrs(attrs: dict) -> Testbed:
@@ -128,7 +129,7 @@ def validate_dataset(path: str | Path, *, physics: bool = True, chunk: int = 102
     except OSError as exc:
         raise DatasetError(f"{path}: not a readable HDF5 file ({exc})") from None
     with f:
-        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        attrs = {k: plain_value(v) for k, v in f.attrs.items()}
         missing = [a for a in REQUIRED_ATTRS if a not in attrs]
         if missing:
             raise DatasetError(f"{path}: missing attributes {missing}")
@@ -172,5 +173,5 @@ def validate_dataset(path: str | Path, *, physics: bool = True, chunk: int = 102
 
 def manifest_text(attrs: dict) -> str:
     """Canonical JSON of the attributes that identify a dataset (for resume checks)."""
-    keep = {k: _plain(v) for k, v in attrs.items() if k != "vaedft_version"}
+    keep = {k: plain_value(v) for k, v in attrs.items() if k != "vaedft_version"}
     return json.dumps(keep, sort_keys=True, default=str)
