@@ -35,11 +35,10 @@ from vaedft.models import (
     VAE,
     Functional,
     count_parameters,
-    functional_loss,
     functional_preset,
-    vae_loss,
     vae_preset,
 )
+from vaedft.train import train_step
 
 pytestmark = pytest.mark.benchmark
 
@@ -160,21 +159,8 @@ class Trainer:
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         for lo in range(0, self.x.shape[0], bs):
             idx = order[lo : lo + bs]
-            x = self.x[idx]
-            if self.kind == "vae":
-                n_hat, mu, logvar = model(x, generator=self.noise, validate=False)
-                loss, rec, kl = vae_loss(n_hat, x, mu, logvar, BETA)
-                parts = (rec.detach(), kl.detach())
-            else:
-                loss = functional_loss(model(x, validate=False), self.y[idx])
-                parts = ()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            k = idx.numel()
-            sums[0] += loss.detach() * k
-            for j, p in enumerate(parts, 1):
-                sums[j] += p * k
+            y = None if self.kind == "vae" else self.y[idx]
+            train_step(self.kind, model, opt, self.x[idx], y, BETA, self.noise, sums)
         out = (sums / self.x.shape[0]).tolist()  # the loop's one host read per epoch
         self.last_loss = out[0]
         return out

@@ -53,7 +53,7 @@ from .models import (
 )
 from .physics.backend import resolve_device
 
-__all__ = ["KINDS", "TrainConfig", "train", "load_run", "file_sha256", "CheckpointError"]
+__all__ = ["KINDS", "TrainConfig", "train", "train_step", "load_run", "file_sha256", "CheckpointError"]
 
 KINDS = ("vae", "functional")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -209,6 +209,19 @@ def _losses(kind, model, x, y, beta, generator):
     return total, ()
 
 
+def train_step(kind, model, opt, x, y, beta, noise, sums) -> None:
+    """One optimisation step on a batch; adds ``(loss, rec, kl) * batch size`` to ``sums``
+    on the device (no host sync).  The training loop and the throughput benchmark share it."""
+    loss, parts = _losses(kind, model, x, y, beta, noise)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    k = x.shape[0]
+    sums[0] += loss.detach() * k
+    for j, p in enumerate(parts, 1):
+        sums[j] += p * k
+
+
 def train(
     kind: str,
     data: str | Path,
@@ -325,14 +338,7 @@ def train(
             sums = torch.zeros(3, dtype=torch.float64, device=dev)
             for lo in range(0, n_tr, bs):
                 idx = order[lo : lo + bs]
-                loss, parts = _losses(kind, model, x_tr[idx], None if y_tr is None else y_tr[idx], config.beta, noise)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                k = idx.numel()
-                sums[0] += loss.detach() * k
-                for j, p in enumerate(parts, 1):
-                    sums[j] += p * k
+                train_step(kind, model, opt, x_tr[idx], None if y_tr is None else y_tr[idx], config.beta, noise, sums)
             model.eval()
             vsums = torch.zeros(3, dtype=torch.float64, device=dev)
             with torch.no_grad():
