@@ -36,6 +36,28 @@ _positive_int = _int_at_least(1)
 _nonneg_int = _int_at_least(0)
 
 
+def _float_parser(*, positive: bool, allow_inf: bool = False):
+    """argparse type: a number > 0 (``positive``) or >= 0, finite unless ``allow_inf``."""
+    what = ("a positive" if positive else "a non-negative") + (" number or inf" if allow_inf else " finite number")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        ok = value > 0 if positive else value >= 0  # also rejects NaN
+        if not ok or (value == float("inf") and not allow_inf):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_float = _float_parser(positive=True)
+_nonneg_float = _float_parser(positive=False)
+_positive_float_or_inf = _float_parser(positive=True, allow_inf=True)
+
+
 def _add_generate(sub) -> None:
     from .data.generate import TEST_SETS
     from .physics.testbeds import TESTBEDS
@@ -108,16 +130,6 @@ def _run_validate(args) -> int:
     return 0
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
-    return value
-
-
 def _add_train(sub, kind: str) -> None:
     from .models import preset_names
 
@@ -179,26 +191,6 @@ def _run_train(args, kind: str) -> int:
                   device=args.device, progress=not args.no_progress)
     print(json.dumps(state, indent=2))
     return 0
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a non-negative finite number, got {text}")
-    return value
-
-
-def _positive_float_or_inf(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number or inf, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number or inf, got {text}")
-    return value
 
 
 def _add_minimize(sub) -> None:

@@ -50,7 +50,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .data.store import plain_value
+from .data.store import open_hdf5, plain_value
 
 __all__ = [
     "FORMAT",
@@ -262,13 +262,7 @@ def read_result(path: str | Path) -> dict:
     from .minimize import MinimizeConfig
 
     path = Path(path)
-    if not path.is_file():
-        raise ResultError(f"{path}: no such file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ResultError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with f:
+    with open_hdf5(path, ResultError) as f:
         attrs = {k: plain_value(v) for k, v in f.attrs.items()}
         if attrs.get("format") != FORMAT:
             raise ResultError(f"{path}: not a vaedft minimization result (format {attrs.get('format')!r})")

@@ -28,6 +28,8 @@ __all__ = [
     "REQUIRED_ATTRS",
     "UNITS",
     "DatasetError",
+    "open_hdf5",
+    "plain_value",
     "file_attrs",
     "read_attrs",
     "read_arrays",
@@ -82,6 +84,16 @@ def plain_value(value):
     return value
 
 
+def open_hdf5(path: Path, error: type[Exception] = DatasetError) -> h5py.File:
+    """Open an HDF5 file for reading, or raise ``error`` saying it is missing or unreadable."""
+    if not path.is_file():
+        raise error(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise error(f"{path}: not a readable HDF5 file ({exc})") from None
+
+
 def read_attrs(path: str | Path) -> dict:
     """File attributes as plain Python values."""
     with h5py.File(path, "r") as f:
@@ -122,13 +134,7 @@ def validate_dataset(path: str | Path, *, physics: bool = True, chunk: int = 102
         DatasetError: with a message naming the first problem found.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DatasetError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with f:
+    with open_hdf5(path, DatasetError) as f:
         attrs = {k: plain_value(v) for k, v in f.attrs.items()}
         missing = [a for a in REQUIRED_ATTRS if a not in attrs]
         if missing:
