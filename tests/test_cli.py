@@ -59,8 +59,10 @@ def test_argument_errors(argv):
     assert exc.value.code == 2
 
 
-def test_bench_entry_point_exists():
-    assert bench_main([]) == 1
+def test_bench_entry_point_lists_the_suite(capsys):
+    assert bench_main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "E1" in out and "E10" in out and "quick" in out and "paper" in out
 
 
 def test_module_runs_as_script():

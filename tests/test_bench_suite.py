@@ -1,0 +1,282 @@
+"""The benchmark harness end to end on a tiny profile: reports, check, cache reuse, resume after interruption."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vaedft.bench import context as context_mod
+from vaedft.bench.artifacts import Artifact, ArtifactStore
+from vaedft.bench.check import load_results, run_check, write_reference
+from vaedft.bench.claims import ClaimError, beta_of, evaluate_claims
+from vaedft.bench.cli import main
+from vaedft.bench.runner import run_suite
+from vaedft.bench.suite import SuiteError, load_experiments, load_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "benchmark"
+TINY = Path(__file__).parent / "data" / "bench_tiny.toml"
+ALL = [f"E{i}" for i in range(1, 11)]
+
+
+def _run(tmp: Path, experiments=None, cache=None, **kw) -> dict:
+    return run_suite(TINY, experiments=experiments, out=tmp / "reports", cache=cache or tmp / "cache",
+                     suite_dir=SUITE, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, one_thread_module):
+    """The whole suite on the tiny profile, once per module."""
+    tmp = tmp_path_factory.mktemp("bench")
+    results = _run(tmp)
+    return tmp, results
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_tiny_profile_end_to_end(tiny_run):
+    tmp, results = tiny_run
+    report_dir = tmp / "reports" / "tiny"
+    assert list(results["experiments"]) == ALL
+    on_disk = load_results(report_dir / "results.json")  # the check's own schema validation
+    assert on_disk["experiments"].keys() == results["experiments"].keys()
+    for eid, e in on_disk["experiments"].items():
+        assert e["config_hash"] and e["artifacts"], eid
+        assert e["tables"], f"{eid} has no table"
+        for f in e["figures"]:
+            png = report_dir / f["file"]
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert png.stat().st_size < 2_000_000
+    metrics = on_disk["experiments"]["E6"]["metrics"]
+    for q in ("reconstruction_error", "mean_abs_energy_error", "density_error", "functional_mae"):
+        assert math.isfinite(metrics[f"gaussian3d/ld32/beta1e-06/{q}"]), q
+    # every E4 case of the quick section (which the tiny profile borrows) is there
+    e4 = on_disk["experiments"]["E4"]["metrics"]
+    for ld in (4, 8):
+        for b in ("1e-07", "1e-05", "1e-03", "1e-01", "1e+00"):
+            assert f"gaussian1d/ld{ld}/beta{b}/mean_abs_energy_error" in e4
+    report = (report_dir / "report.md").read_text()
+    for needle in ("# vaedft benchmark report: `tiny` profile", "Git commit", "torch", "## E1:", "## E10:",
+                   "Paper vs ours", "Chemical accuracy", "figures/E7_slices.png"):
+        assert needle in report, needle
+    index = (tmp / "reports" / "README.md").read_text()
+    assert "[tiny](tiny/report.md)" in index
+
+
+def test_paper_values_are_compared_in_the_report(tiny_run):
+    _, results = tiny_run
+    comps = results["experiments"]["E6"]["comparisons"]
+    by_source = {c["claim"]: c for c in comps}
+    c = by_source["Sec. IV C: mean abs 0.0002(2) E0 (tolerance 0.0004)"]
+    ours = results["experiments"]["E6"]["metrics"]["gaussian3d/ld32/beta1e-06/mean_abs_energy_error"]
+    assert c["verdict"] == ("PASS" if ours <= 4e-4 else "FAIL")
+
+
+def test_check_passes_on_own_reference_and_fails_on_doctored_or_missing(tiny_run, tmp_path, capsys):
+    tmp, _ = tiny_run
+    res_path = tmp / "reports" / "tiny" / "results.json"
+    ref = tmp_path / "ref.toml"
+    assert main(["reference", str(res_path), "--out", str(ref)]) == 0
+    assert main(["check", str(res_path), "--against", str(ref)]) == 0
+
+    doctored = json.loads(res_path.read_text())
+    name = "gaussian3d/ld32/beta1e-06/density_error"
+    doctored["experiments"]["E6"]["metrics"][name] *= 3.0
+    bad = tmp_path / "doctored.json"
+    bad.write_text(json.dumps(doctored))
+    capsys.readouterr()
+    assert main(["check", str(bad), "--against", str(ref)]) == 1
+    assert name in capsys.readouterr().out
+
+    missing = json.loads(res_path.read_text())
+    del missing["experiments"]["E1"]["metrics"]["speckle1d/ld16/beta1e-03/reconstruction_error"]
+    bad.write_text(json.dumps(missing))
+    assert main(["check", str(bad), "--against", str(ref)]) == 1
+    assert "missing" in capsys.readouterr().out
+
+
+def test_cache_reuse_builds_nothing_and_gives_the_same_numbers(tiny_run, tmp_path, monkeypatch):
+    tmp, first = tiny_run
+    built = []
+    real = context_mod._build_item
+    monkeypatch.setattr(context_mod, "_build_item", lambda item: built.append(item[0]) or real(item))
+    again = run_suite(TINY, out=tmp_path / "reports", cache=tmp / "cache", suite_dir=SUITE, progress=False)
+    assert built == []
+    for eid in ALL:
+        if eid == "E10":
+            continue
+        assert again["experiments"][eid]["metrics"] == first["experiments"][eid]["metrics"], eid
+
+
+def test_changed_setting_rebuilds_only_what_depends_on_it(tiny_run, tmp_path, monkeypatch):
+    tmp, _ = tiny_run
+    cache = tmp_path / "cache"
+    shutil.copytree(tmp / "cache", cache)
+    profile = tmp_path / "tiny.toml"
+    text = TINY.read_text()
+    assert 'method = "latent-lbfgs"\nsteps = 10' in text
+    profile.write_text(text.replace('method = "latent-lbfgs"\nsteps = 10', 'method = "latent-lbfgs"\nsteps = 12'))
+    built = []
+    real = context_mod._build_item
+    monkeypatch.setattr(context_mod, "_build_item", lambda item: built.append(item[0]) or real(item))
+    run_suite(profile, experiments=["E6"], out=tmp_path / "reports", cache=cache, suite_dir=SUITE, progress=False)
+    assert [a.kind for a in built] == ["minimization"]
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_run, tmp_path, monkeypatch):
+    tmp, full = tiny_run
+    real = context_mod._build_item
+    calls = []
+
+    def flaky(item):
+        calls.append(item[0])
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(item)
+
+    monkeypatch.setattr(context_mod, "_build_item", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, experiments=["E1", "E6"])
+    store = ArtifactStore(tmp_path / "cache")
+    assert sum(store.is_built(a) for a in calls) == 3  # what finished before the interruption stays built
+    monkeypatch.setattr(context_mod, "_build_item", real)
+    resumed = _run(tmp_path, experiments=["E1", "E6"])
+    for eid in ("E1", "E6"):
+        assert resumed["experiments"][eid]["metrics"] == full["experiments"][eid]["metrics"]
+
+
+def test_partial_runs_merge_into_one_results_file(tiny_run, tmp_path):
+    tmp, _ = tiny_run
+    _run(tmp_path, experiments=["E1"], cache=tmp / "cache")
+    _run(tmp_path, experiments=["E6"], cache=tmp / "cache")
+    res = json.loads((tmp_path / "reports" / "tiny" / "results.json").read_text())
+    assert list(res["experiments"]) == ["E1", "E6"]
+    assert res["last_run_experiments"] == ["E6"]
+
+
+# ----------------------------------------------------------------------------- specs and the cache keys
+
+
+def test_artifact_keys_follow_their_inputs(tmp_path):
+    prof = load_profile(TINY)
+    ctx = context_mod.Context(prof, ArtifactStore(tmp_path), None, tmp_path, device="cpu", seed=0)
+    a = ctx.vae("gaussian1d", 8, 1e-5)
+    assert a.key == ctx.vae("gaussian1d", 8, 1e-5).key  # shared between experiments
+    assert a.key != ctx.vae("gaussian1d", 8, 1e-3).key
+    assert a.key != ctx.vae("gaussian1d", 4, 1e-5).key
+    other_seed = context_mod.Context(prof, ArtifactStore(tmp_path), None, tmp_path, device="cpu", seed=1)
+    assert a.key != other_seed.vae("gaussian1d", 8, 1e-5).key
+    gpu = context_mod.Context(prof, ArtifactStore(tmp_path), None, tmp_path, device="cuda", seed=0)
+    assert a.key != gpu.vae("gaussian1d", 8, 1e-5).key
+    assert ctx.dataset("gaussian1d").key == gpu.dataset("gaussian1d").key  # exact data does not depend on it
+    # test sets are independent of the training stream and change with overrides
+    train, test = ctx.dataset("speckle1d").data, ctx.dataset("speckle1d", "test").data
+    assert train["seed"] != test["seed"]
+    assert ctx.dataset("speckle1d", "test", {"V0": 0.5}).key != ctx.dataset("speckle1d", "test").key
+    m = ctx.minimization("gaussian1d", latent_dim=8, beta=1e-5)
+    deps = {d.kind for d in m.dependencies()}
+    assert deps == {"functional", "dataset", "vae"}
+    assert ArtifactStore(tmp_path).closure([m])[0][0].kind == "dataset"
+
+
+def test_lr_by_beta_picks_the_step_of_each_beta(tmp_path):
+    prof = load_profile(SUITE / "profiles" / "paper.toml")
+    ctx = context_mod.Context(prof, ArtifactStore(tmp_path), None, tmp_path, device="cpu", seed=0)
+    assert ctx.minimize_settings("gaussian1d", beta=1e-5)["lr"] == 1e3
+    assert ctx.minimize_settings("gaussian1d", beta=1.0)["lr"] == 1e-2
+    assert ctx.minimize_settings("gaussian1d", method="density-gd")["method"] == "density-gd"
+
+
+def test_artifact_kind_is_checked():
+    with pytest.raises(ValueError, match="kind"):
+        Artifact.make("weights", {})
+
+
+# ----------------------------------------------------------------------------- configuration errors
+
+
+def test_profiles_and_experiments_of_the_suite_load():
+    for name in ("quick", "paper"):
+        prof = load_profile(name, SUITE)
+        exps = load_experiments(prof, SUITE)
+        assert [e.id for e in exps] == ALL
+
+
+def test_unknown_profile_or_experiment_is_refused(tmp_path, capsys):
+    with pytest.raises(SuiteError, match="known profiles"):
+        load_profile("nope", SUITE)
+    with pytest.raises(SuiteError, match="unknown experiments"):
+        load_experiments(load_profile("quick", SUITE), SUITE, ["E99"])
+    assert main(["--profile", "nope", "--suite", str(SUITE)]) == 2
+    assert "known profiles" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ('name = "x"\nfoo = 1\n', "unknown keys"),
+        ('name = "x"\n[data.gaussian2d]\nn_train = 3\n', "unknown testbed"),
+        ('name = "x"\n[data.speckle1d]\nn_train = 0\nn_test = 3\n', "n_train"),
+        ('name = "x"\n[data.speckle1d]\nn_train = 5\n', "n_test"),
+        ('name = "x"\n[data.speckle1d]\nn_train = 5\ntest_set = "snyder2012"\n', "fixed test set"),
+        ('name = "x" = 1\n', "not valid TOML"),
+    ],
+)
+def test_bad_profile_files_are_refused(tmp_path, text, match):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(SuiteError, match=match):
+        load_profile(p, SUITE)
+
+
+def test_experiment_profile_section_may_only_change_defined_params(tmp_path):
+    suite = tmp_path / "suite"
+    shutil.copytree(SUITE / "profiles", suite / "profiles")
+    (suite / "experiments").mkdir()
+    (suite / "experiments" / "e1.toml").write_text(
+        'id = "E1"\ntitle = "t"\nfunction = "timings"\nclaim = "c"\n[params]\ncases = []\n[quick]\ncasez = []\n')
+    with pytest.raises(SuiteError, match="casez"):
+        load_experiments(load_profile("quick", suite), suite)
+
+
+# ----------------------------------------------------------------------------- claims
+
+
+def test_claims_compare_trend_and_treat_diverged_as_worst():
+    metrics = {"a/ld4/beta1e-05/x": 1.0, "a/ld4/beta1e-03/x": 2.0, "a/ld4/beta1e-01/x": 3.0,
+               "b/latent/e": 0.1, "b/density-gd/e": math.inf, "c": math.nan}
+    out = evaluate_claims([
+        {"text": "up", "trend": "a/ld4/beta*/x"},
+        {"text": "down", "trend": "a/ld4/beta*/x", "direction": "down"},
+        {"text": "lt", "metric": "b/latent/e", "op": "<", "other": "b/density-gd/e"},
+        {"text": "nan is worst", "metric": "c", "op": ">", "value": 1e9},
+        {"text": "value", "metric": "b/latent/e", "op": "<=", "value": 0.05},
+        {"text": "absent", "metric": "zzz", "op": "<", "value": 1},
+    ], metrics)
+    assert [c["verdict"] for c in out] == ["PASS", "FAIL", "PASS", "PASS", "FAIL", "n/a"]
+    assert beta_of("x/ld8/beta1e+00/y") == 1.0 and beta_of("x/latent/y") is None
+    with pytest.raises(ClaimError):
+        evaluate_claims([{"text": "t", "metric": "b/latent/e", "op": "=="}], metrics)
+
+
+def test_write_reference_skips_nothing_it_should_check(tiny_run, tmp_path):
+    tmp, _ = tiny_run
+    res = load_results(tmp / "reports" / "tiny" / "results.json")
+    ref = tmp_path / "r.toml"
+    write_reference(res, ref, rtol=0.0, experiments=["E6"])
+    assert run_check(tmp / "reports" / "tiny" / "results.json", ref) == 0

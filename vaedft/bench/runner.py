@@ -1,0 +1,214 @@
+"""Run a profile of the benchmark suite: every selected experiment, then ``results.json`` and ``report.md``.
+
+``run_suite("quick")`` is what ``vaedft-bench`` does with no arguments.  Artifacts go to the
+cache (:mod:`vaedft.bench.artifacts`), so a rerun recomputes only what changed and an
+interrupted run continues.  ``OUT/<profile>/results.json`` is rewritten after every experiment
+(an interruption loses at most the experiment in progress) and merges with the file already
+there: a run of ``--experiments E6`` replaces E6 and keeps the other experiments' entries, so
+several short runs (e.g. 10-minute GPU sessions) add up to one report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .artifacts import ArtifactStore, spec_hash
+from .check import RESULTS_SCHEMA, MetricSpec, load_reference
+from .claims import evaluate_claims
+from .context import Context, PlanComplete
+from .suite import Experiment, Profile, default_suite_dir, load_experiments, load_profile
+
+__all__ = ["run_suite", "default_cache_dir", "environment"]
+
+
+def default_cache_dir() -> Path:
+    """``$VAEDFT_CACHE``, else ``./.vaedft-cache``."""
+    return Path(os.environ.get("VAEDFT_CACHE", ".vaedft-cache"))
+
+
+def _git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment(device: str) -> dict:
+    """Versions, device name and commit for the report header."""
+    import numpy
+    import scipy
+    import torch
+
+    versions = {"python": platform.python_version(), "vaedft": __version__, "torch": torch.__version__,
+                "numpy": numpy.__version__, "scipy": scipy.__version__}
+    for mod in ("cupy", "dask"):
+        if mod in sys.modules or _importable(mod):
+            try:
+                versions[mod] = __import__(mod).__version__
+            except Exception:  # noqa: BLE001 - a broken optional install must not stop the report
+                pass
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device))
+        versions["cuda"] = str(torch.version.cuda)
+    else:
+        name = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads " \
+               f"{torch.get_num_threads()}"
+    return {"versions": versions, "device_name": name, "git_commit": _git_commit(), "platform": platform.platform()}
+
+
+def _importable(mod: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(mod) is not None
+
+
+def _paper_comparisons(suite_dir: Path, eid: str, metrics: dict) -> list[dict]:
+    """The paper's values (``reference/paper.toml``) for this experiment's metrics, PASS/FAIL/n/a."""
+    path = suite_dir / "reference" / "paper.toml"
+    if not path.is_file():
+        return []
+    ref = load_reference(path)["experiments"].get(eid, {})
+    out = []
+    for name, spec in ref.items():
+        spec: MetricSpec
+        if name not in metrics:
+            continue  # another profile's case (e.g. l_d the quick profile does not train)
+        ours = metrics[name]
+        ok = spec.passes(ours)
+        out.append({"claim": spec.source or name, "ours": f"{ours:.4g} ({name})", "expected": spec.describe(),
+                    "verdict": "PASS" if ok else "FAIL"})
+    return out
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
+    os.replace(tmp, path)
+
+
+def _load_previous(path: Path, profile: Profile) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except ValueError:
+        warnings.warn(f"{path} is not valid JSON; starting a new results file", stacklevel=3)
+        return {}
+    if old.get("schema") != RESULTS_SCHEMA or old.get("profile") != profile.name:
+        return {}
+    return old.get("experiments", {})
+
+
+def run_suite(
+    profile: str | Path = "quick",
+    *,
+    experiments: Sequence[str] | None = None,
+    out: str | Path = "reports",
+    cache: str | Path | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    executor: str | None = None,
+    suite_dir: str | Path | None = None,
+    progress: bool = True,
+    command: str = "",
+) -> dict:
+    """Run the experiments of a profile and write ``OUT/<profile>/{results.json, report.md, figures/}``.
+
+    Args:
+        profile: profile name (``quick``, ``paper``) or path to a profile TOML.
+        experiments: ids to run (default: all).
+        out: reports directory (``OUT/README.md`` gets the index).
+        cache: artifact cache directory (default :func:`default_cache_dir`).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (default: the profile's).
+        seed: seed of every draw (default: the profile's).
+        executor: ``None``/``"inprocess"``, ``"dask"``, ``"dask:ADDRESS"`` (see :mod:`vaedft.bench.executor`).
+        suite_dir: directory with ``profiles/``, ``experiments/``, ``reference/`` (default ``benchmark/``).
+        progress: progress bars and stage messages.
+        command: the command line, for the report.
+
+    Returns:
+        The results dict written to ``results.json``.
+    """
+    from ..physics.backend import resolve_device
+    from ..report.markdown import render_report, update_index
+    from .executor import get_executor
+    from .experiments import EXPERIMENTS
+
+    suite_dir = Path(suite_dir) if suite_dir is not None else default_suite_dir()
+    prof = load_profile(profile, suite_dir)
+    exps: list[Experiment] = load_experiments(prof, suite_dir, experiments)
+    dev = str(resolve_device(device or prof.device))
+    if dev == "cpu" and prof.gpu_recommended:
+        warnings.warn(f"the {prof.name} profile is sized for a GPU; on this CPU it will take very long "
+                      "(use --profile quick for the reduced suite)", stacklevel=2)
+    run_seed = prof.seed if seed is None else seed
+    store = ArtifactStore(cache if cache is not None else default_cache_dir())
+    report_dir = Path(out) / prof.name
+    report_dir.mkdir(parents=True, exist_ok=True)
+    results_path = report_dir / "results.json"
+    env = environment(dev)
+    entries = _load_previous(results_path, prof)
+    results = {"schema": RESULTS_SCHEMA, "profile": prof.name, "profile_description": prof.description,
+               "seed": run_seed, "device": dev, **env, "command": command or f"vaedft-bench --profile {prof.name}",
+               "last_run_experiments": [e.id for e in exps], "experiments": entries}
+    t_start = time.perf_counter()
+    plan: set = set()
+    for exp in exps:  # what this run will build: the first batch each experiment asks for
+        try:
+            EXPERIMENTS[exp.function](Context(prof, store, None, report_dir, device=dev, seed=run_seed,
+                                              progress=False, experiment=exp.id, plan=plan), exp.params)
+        except PlanComplete:
+            pass
+    if progress:
+        tqdm.write(f"vaedft-bench {prof.name}: {len(exps)} experiments, {len(plan)} artifacts to build "
+                   f"(cache {store.root})")
+    builds = tqdm(total=len(plan), desc="builds", unit="artifact", position=0, disable=not progress or not plan)
+    with get_executor(executor) as ex:
+        bar = tqdm(exps, desc=f"vaedft-bench {prof.name}", unit="experiment", disable=not progress)
+        for exp in bar:
+            bar.set_postfix_str(f"{exp.id} {exp.title}")
+            ctx = Context(prof, store, ex, report_dir, device=dev, seed=run_seed, progress=progress,
+                          experiment=exp.id, builds_bar=builds)
+            t0 = time.perf_counter()
+            output = EXPERIMENTS[exp.function](ctx, exp.params)
+            wall = time.perf_counter() - t0
+            comparisons = evaluate_claims(exp.claims, output.metrics)
+            comparisons += _paper_comparisons(suite_dir, exp.id, output.metrics)
+            entries[exp.id] = {
+                "title": exp.title, "figure": exp.figure, "claim": exp.claim, "function": exp.function,
+                "params": exp.params,
+                "config_hash": spec_hash({"experiment": exp.id, "function": exp.function, "params": exp.params,
+                                          "profile": prof.to_dict(), "seed": run_seed, "device": ctx.device_kind}),
+                "artifacts": dict(sorted(ctx.used.items())), "metrics": output.metrics, "tables": output.tables,
+                "figures": output.figures, "comparisons": comparisons, "ca_verdict": output.ca_verdict,
+                "notes": output.notes, "wall_time_s": wall, "run_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "git_commit": env["git_commit"], "device": dev,
+            }
+            results["experiments"] = dict(sorted(entries.items(), key=lambda kv: int(kv[0][1:])))
+            results["total_time_s"] = time.perf_counter() - t_start
+            results["created"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+            _write_json(results_path, results)
+            (report_dir / "report.md").write_text(render_report(results))
+            if progress:
+                c = [x["verdict"] for x in comparisons]
+                tqdm.write(f"[{exp.id}] done in {wall:.0f} s: {c.count('PASS')} PASS, {c.count('FAIL')} FAIL")
+        bar.close()
+    builds.close()
+    update_index(Path(out))
+    return results
