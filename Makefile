@@ -1,4 +1,4 @@
-# Quick start: `make demo` (the main job) and `make test` (the test suite).
+# Quick start: `make quick` (the main job: the quick benchmark suite) and `make test` (the test suite).
 # Both create ./.venv and install vaedft into it on first use.
 #
 # TORCH is the torch requirement installed before vaedft; the default pins the
@@ -11,18 +11,30 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.vaedft-installed
 DEMO   ?= data/demo
 
-.PHONY: install demo test bench lint clean-demo
+SMOKE  ?= E6,E9
+
+.PHONY: install quick smoke demo test bench lint clean-demo
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,dist]"
 	touch $(STAMP)
 
-# The main job. For now: the three small demo datasets (the quick benchmark suite
-# replaces this once `vaedft-bench` lands).
+# The main job: every experiment of the paper at reduced size (about 10 minutes on 2 cores);
+# writes reports/quick/report.md. Artifacts are cached in .vaedft-cache: a rerun is fast.
+quick: $(STAMP)
+	$(BIN)/vaedft-bench --profile quick
+
+# CI's regression slice: two experiments of the quick profile, checked against the committed reference.
+smoke: $(STAMP)
+	$(BIN)/vaedft-bench --profile quick --experiments $(SMOKE) --out reports-smoke --cache .vaedft-cache-smoke
+	$(BIN)/vaedft-bench check reports-smoke/quick/results.json --against benchmark/reference/quick.toml \
+		--experiments $(SMOKE)
+
+# Three small demo datasets (data/demo), for trying the `vaedft` subcommands by hand.
 demo: $(STAMP)
 	$(BIN)/vaedft generate gaussian1d --n 2000 --seed 0 --out $(DEMO)/gaussian1d.h5
 	$(BIN)/vaedft generate gaussian1d --test-set snyder2012 --out $(DEMO)/gaussian1d_snyder2012.h5
