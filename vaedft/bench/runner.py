@@ -67,9 +67,19 @@ def environment(device: str) -> dict:
         name = torch.cuda.get_device_name(torch.device(device))
         versions["cuda"] = str(torch.version.cuda)
     else:
-        name = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads " \
-               f"{torch.get_num_threads()}"
+        name = f"{_cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     return {"versions": versions, "device_name": name, "git_commit": _git_commit(), "platform": platform.platform()}
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _importable(mod: str) -> bool:
