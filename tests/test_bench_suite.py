@@ -14,7 +14,7 @@ from vaedft.bench.artifacts import Artifact, ArtifactStore
 from vaedft.bench.check import load_results, run_check, write_reference
 from vaedft.bench.claims import ClaimError, beta_of, evaluate_claims
 from vaedft.bench.cli import main
-from vaedft.bench.runner import run_suite
+from vaedft.bench.runner import plan_builds, run_suite
 from vaedft.bench.suite import SuiteError, load_experiments, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,6 +215,26 @@ def test_profiles_and_experiments_of_the_suite_load():
         prof = load_profile(name, SUITE)
         exps = load_experiments(prof, SUITE)
         assert [e.id for e in exps] == ALL
+
+
+@pytest.mark.parametrize("name", ["quick", "paper"])
+def test_every_spec_of_the_committed_profiles_resolves(tmp_path, name):
+    """Planning builds every model and minimizer config of the profile (invalid settings raise here)."""
+    prof = load_profile(name, SUITE)
+    plan = plan_builds(prof, load_experiments(prof, SUITE), ArtifactStore(tmp_path), tmp_path, device="cpu",
+                       seed=0)
+    kinds = {a.kind for a in plan}
+    assert kinds == {"dataset", "vae", "functional", "minimization"}
+    vaes = [a.data for a in plan if a.kind == "vae"]
+    mins = [a.data for a in plan if a.kind == "minimization"]
+    if name == "paper":  # Table I networks, 1200 epochs at lr 1e-4, 15 000 plain GD steps
+        assert all(v["train"]["epochs"] == 1200 and v["train"]["lr"] == 1e-4 for v in vaes)
+        assert {tuple(v["model"]["channels"]) for v in vaes} == {(60,) * 5, (60, 120, 180)}
+        latent = [m["config"] for m in mins if m["vae"] is not None]
+        assert all(c["method"] == "latent-gd" and c["steps"] == 15000 for c in latent)
+        sizes = {a.data["testbed"]: a.data.get("n") for a in plan if a.kind == "dataset" and "seed" in a.data
+                 and a.data["seed"] == 0}
+        assert sizes == {"gaussian1d": 15000, "speckle1d": 120000, "gaussian3d": 36000}
 
 
 def test_unknown_profile_or_experiment_is_refused(tmp_path, capsys):

@@ -142,6 +142,8 @@ def reconstruction_vs_beta(ctx: Context, params: Mapping[str, Any]) -> Output:
 
 def example_reconstructions(ctx: Context, params: Mapping[str, Any]) -> Output:
     """E2 (Fig. 3): one test instance per 1D testbed reconstructed by VAEs of several beta."""
+    import torch
+
     from ..metrics import density_l1
     from ..report.figures import plot_profiles
 
@@ -153,8 +155,6 @@ def example_reconstructions(ctx: Context, params: Mapping[str, Any]) -> Output:
     ctx.ensure([*vaes.values(), *tests.values()])
     panels, rows = [], []
     for c in cases:
-        import torch
-
         tb, ld, i = c["testbed"], c["latent_dim"], int(c.get("instance", 0))
         test = _test_arrays(ctx, tests[tb])
         n = test["density"][i : i + 1]
@@ -287,6 +287,7 @@ def minimized_densities(ctx: Context, params: Mapping[str, Any]) -> Output:
 
 def gaussian3d(ctx: Context, params: Mapping[str, Any]) -> Output:
     """E6 (Fig. 7, Sec. IV C): the 3D testbed at (beta, l_d): reconstruction, functional and energy errors."""
+    from ..data.store import read_arrays
     from ..metrics import functional_errors, reconstruction_error
     from ..report.figures import plot_error_histograms
 
@@ -296,12 +297,11 @@ def gaussian3d(ctx: Context, params: Mapping[str, Any]) -> Output:
     min_a = ctx.minimization(tb, latent_dim=ld, beta=b)
     ctx.ensure([vae_a, f_a, test_a, min_a])
     test = _test_arrays(ctx, test_a)
-    from ..data.store import read_arrays
-
     F = read_arrays(ctx.path(test_a), names=("F",))["F"]
     rec = reconstruction_error(_load(ctx, vae_a), test["density"])
     ferr = functional_errors(_load(ctx, f_a), test["density"], F)
-    m = energy_metrics(_result(ctx, min_a))
+    res = _result(ctx, min_a)
+    m = energy_metrics(res)
     _put(out, tb, ld, b, {**m, "reconstruction_error": rec["mean"], "functional_mae": ferr["mae"]})
     out.table("3D Gaussian scatterers", ["quantity", "ours", "paper"], [
         ["reconstruction error", f"{rec['mean']:.4g} +- {rec['std']:.2g}", "0.003(1)"],
@@ -311,7 +311,6 @@ def gaussian3d(ctx: Context, params: Mapping[str, Any]) -> Output:
         ["within chemical accuracy", f"{m['frac_within_ca']:.2f}", "-"],
         ["diverged", int(m["n_diverged"]), "-"],
     ])
-    res = _result(ctx, min_a)
     path = plot_error_histograms(ctx.figure_path("error_histogram"), [
         {"title": f"{tb}, l_d = {ld}, beta = {beta_tag(b)}", "errors": {"latent GD": res["metrics"]["signed_error"]}}])
     out.figures.append({"file": ctx.relative(path), "caption": "e_min - e_gs on the 3D test set"})
@@ -390,6 +389,7 @@ def baselines(ctx: Context, params: Mapping[str, Any]) -> Output:
 
 def transfer(ctx: Context, params: Mapping[str, Any]) -> Output:
     """E9: models trained on one potential family minimise potentials of another (a changed generator parameter)."""
+    from ..physics.testbeds import get_testbed
     from ..report.figures import plot_error_histograms
 
     out = Output()
@@ -404,19 +404,18 @@ def transfer(ctx: Context, params: Mapping[str, Any]) -> Output:
     rows, panels, ca_rows = [], [], []
     for c in params["cases"]:
         tb, ld, b, fld = c["testbed"], int(c["latent_dim"]), float(c["beta"]), c["field"]
-        from ..physics.testbeds import get_testbed
-
         trained_value = getattr(get_testbed(tb), fld)
         errors = {}
         for v in ["trained", *c["values"]]:
-            m = energy_metrics(_result(ctx, arts[(tb, v)]))
+            res = _result(ctx, arts[(tb, v)])
+            m = energy_metrics(res)
             value = trained_value if v == "trained" else v
             tag = f"{fld}={value:g}"
             _put(out, tb, ld, b, m, tag)
             label = f"{fld} = {value:g}" + (" (training family)" if v == "trained" else "")
             rows.append(_energy_row([tb, label], m))
             ca_rows.append((f"{tb} {label}", m))
-            errors[label] = _result(ctx, arts[(tb, v)])["metrics"]["signed_error"]
+            errors[label] = res["metrics"]["signed_error"]
         panels.append({"title": f"{tb}, trained at {fld} = {trained_value:g}", "errors": errors})
     out.table("Transfer to other potential families", ["testbed", "test family", *_ENERGY_HEADERS], rows)
     path = plot_error_histograms(ctx.figure_path("transfer"), panels)

@@ -29,7 +29,7 @@ from .claims import evaluate_claims
 from .context import Context, PlanComplete
 from .suite import Experiment, Profile, default_suite_dir, load_experiments, load_profile
 
-__all__ = ["run_suite", "default_cache_dir", "environment"]
+__all__ = ["run_suite", "plan_builds", "default_cache_dir", "environment"]
 
 
 def default_cache_dir() -> Path:
@@ -125,6 +125,26 @@ def _load_previous(path: Path, profile: Profile) -> dict:
     return old.get("experiments", {})
 
 
+def plan_builds(profile: Profile, experiments: Sequence[Experiment], store: ArtifactStore, report_dir: Path, *,
+                device: str, seed: int) -> set:
+    """The artifacts a run will build (what is not cached yet), without building anything.
+
+    Each experiment function runs in planning mode up to its first request for artifacts (most ask
+    for their whole sweep at once), so this also resolves and validates every spec of the profile.
+    """
+    from .experiments import EXPERIMENTS
+
+    plan: set = set()
+    for exp in experiments:
+        ctx = Context(profile, store, None, report_dir, device=device, seed=seed, progress=False,
+                      experiment=exp.id, plan=plan)
+        try:
+            EXPERIMENTS[exp.function](ctx, exp.params)
+        except PlanComplete:
+            pass
+    return plan
+
+
 def run_suite(
     profile: str | Path = "quick",
     *,
@@ -178,13 +198,7 @@ def run_suite(
                "seed": run_seed, "device": dev, **env, "command": command or f"vaedft-bench --profile {prof.name}",
                "last_run_experiments": [e.id for e in exps], "experiments": entries}
     t_start = time.perf_counter()
-    plan: set = set()
-    for exp in exps:  # what this run will build: the first batch each experiment asks for
-        try:
-            EXPERIMENTS[exp.function](Context(prof, store, None, report_dir, device=dev, seed=run_seed,
-                                              progress=False, experiment=exp.id, plan=plan), exp.params)
-        except PlanComplete:
-            pass
+    plan = plan_builds(prof, exps, store, report_dir, device=dev, seed=run_seed)
     if progress:
         tqdm.write(f"vaedft-bench {prof.name}: {len(exps)} experiments, {len(plan)} artifacts to build "
                    f"(cache {store.root})")
