@@ -154,31 +154,29 @@ class Context:
         except (TypeError, ValueError) as exc:
             raise SuiteError(f"{self.profile.path}: [train] for {testbed}: {exc}") from None
 
-    def vae(self, testbed: str, latent_dim: int, beta: float) -> Artifact:
-        """The beta-VAE of a testbed at ``(l_d, beta)`` with the profile's sizes."""
-        from ..models import from_testbed
+    def _model(self, kind: str, testbed: str, latent_dim: int | None, beta: float | None) -> Artifact:
+        """A network of ``kind`` with the profile's architecture changes and training settings."""
+        from ..models import from_testbed, functional_from_testbed
         from ..physics.testbeds import get_testbed
 
-        cfg = from_testbed(get_testbed(testbed), int(latent_dim))
-        arch = self._architecture(testbed, "vae")
-        if arch:
+        tb = get_testbed(testbed)
+        cfg = from_testbed(tb, int(latent_dim)) if kind == "vae" else functional_from_testbed(tb)
+        arch = self._architecture(testbed, kind)
+        try:
             cfg = cfg.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
+        except (TypeError, ValueError) as exc:
+            raise SuiteError(f"{self.profile.path}: [architecture.{testbed}] {kind}: {exc}") from None
         spec = {"dataset": self.dataset(testbed).data, "model": cfg.to_dict(),
-                "train": self._train_config(testbed, "vae", beta), "device": self.device_kind}
-        return Artifact.make("vae", spec)
+                "train": self._train_config(testbed, kind, beta), "device": self.device_kind}
+        return Artifact.make(kind, spec)
+
+    def vae(self, testbed: str, latent_dim: int, beta: float) -> Artifact:
+        """The beta-VAE of a testbed at ``(l_d, beta)`` with the profile's sizes."""
+        return self._model("vae", testbed, latent_dim, beta)
 
     def functional(self, testbed: str) -> Artifact:
         """The DL functional of a testbed with the profile's sizes."""
-        from ..models import functional_from_testbed
-        from ..physics.testbeds import get_testbed
-
-        cfg = functional_from_testbed(get_testbed(testbed))
-        arch = self._architecture(testbed, "functional")
-        if arch:
-            cfg = cfg.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
-        spec = {"dataset": self.dataset(testbed).data, "model": cfg.to_dict(),
-                "train": self._train_config(testbed, "functional", None), "device": self.device_kind}
-        return Artifact.make("functional", spec)
+        return self._model("functional", testbed, None, None)
 
     def minimize_settings(self, testbed: str, method: str | None = None, beta: float | None = None) -> dict:
         """The profile's ``[minimize]`` (latent methods) or ``[baselines]`` (density methods) for a testbed.
