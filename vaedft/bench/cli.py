@@ -6,6 +6,7 @@
     vaedft-bench check reports/quick/results.json --against benchmark/reference/quick.toml
     vaedft-bench list                              # experiments and profiles
     vaedft-bench reference reports/quick/results.json --out benchmark/reference/quick.toml
+    vaedft-bench report reports/quick/results.json     # re-render report.md (and the index) from results.json
 
 Exit status: 0 success; 1 ``check`` found metrics outside tolerance; 2 bad input (unknown profile or
 experiment, malformed TOML or results file) -- with a message saying what to change.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
-SUBCOMMANDS = ("run", "check", "list", "reference")
+SUBCOMMANDS = ("run", "check", "list", "reference", "report")
 
 
 def _experiment_list(text: str) -> list[str]:
@@ -77,7 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--atol-energy", type=float, default=3e-4,
                      help="absolute tolerance (E0) added for energy metrics (default 3e-4, ~0.2 kcal/mol)")
     ref.add_argument("--experiments", type=_experiment_list, default=None)
+    rep = sub.add_parser("report", help="re-render report.md next to a results.json (no computation)")
+    rep.add_argument("results")
     return parser
+
+
+def _cmd_report(args) -> int:
+    from ..report.markdown import render_report, update_index
+    from .check import load_results
+
+    path = Path(args.results)
+    results = load_results(path)
+    out = path.parent / "report.md"
+    out.write_text(render_report(results))
+    update_index(path.parent.parent)
+    print(f"wrote {out}")
+    return 0
 
 
 def _cmd_run(args) -> int:
@@ -137,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]
     args = build_parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "check": _cmd_check, "list": _cmd_list, "reference": _cmd_reference}
+    handlers = {"run": _cmd_run, "check": _cmd_check, "list": _cmd_list, "reference": _cmd_reference,
+                "report": _cmd_report}
     try:
         return handlers[args.command](args)
     except (SuiteError, ReferenceError, ResultsError, ValueError, FileNotFoundError) as exc:

@@ -21,6 +21,14 @@ INDEX_START = "<!-- vaedft-bench index: start (generated) -->"
 INDEX_END = "<!-- vaedft-bench index: end -->"
 
 
+def _table(rows, headers) -> str:
+    """A GitHub markdown table; ``|`` inside a cell is escaped so it cannot split the cell."""
+    def esc(x):
+        return x.replace("|", "\\|") if isinstance(x, str) else x
+
+    return tabulate([[esc(c) for c in r] for r in rows], headers=[esc(h) for h in headers], tablefmt="github")
+
+
 def verdict_counts(entry: Mapping) -> dict[str, int]:
     """``{"PASS": k, "FAIL": m, "n/a": j}`` over an experiment's comparisons."""
     counts = {"PASS": 0, "FAIL": 0, "n/a": 0}
@@ -48,7 +56,7 @@ def _header(results: Mapping) -> list[str]:
         f"- Seed: {results.get('seed', '-')}",
         f"- Total time of the last run: {_minutes(results.get('total_time_s'))} "
         f"(experiments {', '.join(results.get('last_run_experiments', [])) or '-'})",
-        f"- Command: `{results.get('command', 'vaedft-bench')}`",
+        f"- Command: `{str(results.get('command', 'vaedft-bench')).strip()}`",
         "",
     ]
     if results.get("profile_description"):
@@ -63,8 +71,7 @@ def _summary(results: Mapping) -> list[str]:
         rows.append([eid, e.get("title", ""), e.get("figure", ""), c["PASS"], c["FAIL"], c["n/a"],
                      _minutes(e.get("wall_time_s")), e.get("git_commit", "")[:10]])
     return ["## Summary", "",
-            tabulate(rows, headers=["experiment", "title", "figure", "PASS", "FAIL", "n/a", "time", "commit"],
-                     tablefmt="github"), ""]
+            _table(rows, ["experiment", "title", "figure", "PASS", "FAIL", "n/a", "time", "commit"]), ""]
 
 
 def _section(eid: str, e: Mapping) -> list[str]:
@@ -72,15 +79,14 @@ def _section(eid: str, e: Mapping) -> list[str]:
     if e.get("claim"):
         lines += [f"**The paper:** {e['claim']}", ""]
     for t in e.get("tables", []):
-        lines += [f"**{t['title']}**", "", tabulate(t["rows"], headers=t["headers"], tablefmt="github"), ""]
+        lines += [f"**{t['title']}**", "", _table(t["rows"], t["headers"]), ""]
     for f in e.get("figures", []):
         lines += [f"![{f['caption']}]({f['file']})", "", f"*{f['caption']}*", ""]
     comps = e.get("comparisons", [])
     if comps:
         rows = [[c["claim"], c["ours"], c["expected"], f"**{c['verdict']}**" if c["verdict"] == "FAIL"
                  else c["verdict"]] for c in comps]
-        lines += ["**Paper vs ours**", "", tabulate(rows, headers=["claim", "ours", "expected", "verdict"],
-                                                    tablefmt="github"), ""]
+        lines += ["**Paper vs ours**", "", _table(rows, ["claim", "ours", "expected", "verdict"]), ""]
     if e.get("ca_verdict"):
         lines += [f"**Chemical accuracy (1 kcal/mol = 1.594e-3 E0):** {e['ca_verdict']}", ""]
     for n in e.get("notes", []):
