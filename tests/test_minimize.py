@@ -88,8 +88,13 @@ def assert_rows_close(a: MinimizeResult, b: MinimizeResult, rows, atol=1e-10, st
         if x is None:
             assert y is None
             continue
-        tol = atol if name not in ("n_min", "z_min") or state_atol is None else state_atol
-        np.testing.assert_allclose(x[rows], y, rtol=0, atol=tol, err_msg=name)
+        loose = name in ("n_min", "z_min", "energy_history") and state_atol is not None
+        # loose states: L-BFGS may carry a row far out along a flat latent direction (|z| ~ 1e3), where
+        # the rounding it amplifies is relative: allow 1e-8 of the value on top of the absolute tolerance.
+        # The energies along the way follow the states (first order in their difference); the final
+        # energies sit at a minimum (second order) and keep the tight tolerance.
+        np.testing.assert_allclose(x[rows], y, rtol=1e-8 if loose else 0, atol=state_atol if loose else atol,
+                                   err_msg=name)
     for name in ("steps", "converged", "diverged", "best_start"):
         np.testing.assert_array_equal(getattr(a, name)[rows], getattr(b, name), err_msg=name)
 
@@ -183,7 +188,8 @@ def test_batched_equals_one_at_a_time(pair, data, method):
     V = data["test"]["potential"]
     # Batched kernels round differently for other batch sizes (~1e-16).  L-BFGS amplifies that
     # along the flat directions of the latent space, where its inverse-Hessian estimate is large:
-    # the states of a row then agree to ~1e-9 while its energies still agree to ~1e-14.
+    # the states of a row then agree to ~1e-9 (relative), and so do the energies along the way, while the
+    # final energies still agree to ~1e-14.
     state_atol = 1e-6 if method == "latent-lbfgs" else None
     for rows in ([3, 7], [7]):
         alone = run(pair, data, potentials=V[rows], indices=rows, **kwargs)

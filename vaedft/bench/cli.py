@@ -42,8 +42,11 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vaedft-bench", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="vaedft-bench", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the paper's experiments and check results against references. Without a subcommand, "
+                    "`run` is meant (its options: vaedft-bench run --help).",
+        epilog="examples:\n" + __doc__.split("\n\n", 1)[1])
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="run a profile (the default subcommand)")
