@@ -186,6 +186,28 @@ def test_partial_runs_merge_into_one_results_file(tiny_run, tmp_path):
     assert res["last_run_experiments"] == ["E6"]
 
 
+def test_dask_executor_runs_the_sweep_with_the_same_numbers(tiny_run, tmp_path):
+    """E1's ten VAEs built on a local Dask cluster (two worker processes) match the in-process run.
+
+    Workers run torch on one thread, the in-process run on this process's threads: float32 sums round
+    differently, so the numbers agree to rounding, not bitwise.
+    """
+    pytest.importorskip("distributed")
+    _, full = tiny_run
+    res = _run(tmp_path, experiments=["E1"], executor="dask")
+    for name, value in full["experiments"]["E1"]["metrics"].items():
+        assert res["experiments"]["E1"]["metrics"][name] == pytest.approx(value, rel=1e-5), name
+
+
+def test_gpu_profile_on_a_cpu_warns(tiny_run, tmp_path):
+    tmp, _ = tiny_run
+    profile = tmp_path / "gpu.toml"
+    profile.write_text("gpu_recommended = true\n" + TINY.read_text())
+    with pytest.warns(UserWarning, match="sized for a GPU"):
+        run_suite(profile, experiments=["E10"], out=tmp_path / "reports", cache=tmp / "cache", suite_dir=SUITE,
+                  device="cpu", progress=False)
+
+
 # ----------------------------------------------------------------------------- specs and the cache keys
 
 
