@@ -234,12 +234,16 @@ class Context:
             raise PlanComplete
         for layer in layers:
             items = [(a, str(self.store.root), self.device, self.progress) for a in layer]
-            if self.progress:
-                for a in layer:
-                    tqdm.write(f"[{self.experiment}] building {a.kind}: {a.label}")
-            self.executor.map(_build_item, items, labels=[a.label for a in layer], progress=False)
-            if self.builds_bar is not None:
-                self.builds_bar.update(len(layer))
+            # in-process builds go one at a time, so that the bar (and its ETA) moves after each
+            batches = [[i] for i in range(len(layer))] if self.executor.name == "inprocess" else [range(len(layer))]
+            for batch in batches:
+                if self.progress:
+                    for i in batch:
+                        tqdm.write(f"[{self.experiment}] building {layer[i].kind}: {layer[i].label}")
+                self.executor.map(_build_item, [items[i] for i in batch], labels=[layer[i].label for i in batch],
+                                  progress=False)
+                if self.builds_bar is not None:
+                    self.builds_bar.update(len(batch))
         for a in artifacts:
             for layer in self.store.closure([a]):
                 for dep in layer:
