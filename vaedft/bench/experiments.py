@@ -81,7 +81,7 @@ def _kcal(x: float) -> str:
 
 
 def _ca_sentence(rows: list[tuple[str, dict]]) -> str:
-    """One sentence per case: share within chemical accuracy and mean |error|."""
+    """One sentence per case (a markdown list when several): mean |error|, share within chemical accuracy."""
     parts = []
     for label, m in rows:
         within = m["frac_within_ca"]
@@ -89,7 +89,7 @@ def _ca_sentence(rows: list[tuple[str, dict]]) -> str:
         parts.append(f"{label}: mean |e_min - e_gs| = {_kcal(m['mean_abs_energy_error'])} kcal/mol ({verdict} "
                      f"chemical accuracy), {within:.0%} of instances within 1 kcal/mol, "
                      f"{int(m['n_violations'])} violations beyond CA, {int(m['n_diverged'])} diverged")
-    return "; ".join(parts) + "."
+    return parts[0] + "." if len(parts) == 1 else "\n" + "\n".join(f"- {p}" for p in parts)
 
 
 def _energy_row(label: list, m: dict) -> list:
@@ -247,7 +247,7 @@ def errors_vs_beta(ctx: Context, params: Mapping[str, Any]) -> Output:
     out.figures.append({"file": ctx.relative(path), "caption": "Mean energy error (kcal/mol) and density error after "
                         "minimization vs beta, one curve per latent dimension"})
     best = min(ca_rows, key=lambda r: r[1]["mean_abs_energy_error"] if r[1]["n_diverged"] == 0 else math.inf)
-    out.ca_verdict = f"Best case {_ca_sentence([best])}"
+    out.ca_verdict = f"best case: {_ca_sentence([best])}"
     return out
 
 
@@ -259,7 +259,7 @@ def minimized_densities(ctx: Context, params: Mapping[str, Any]) -> Output:
     betas = [float(b) for b in params["betas"]]
     cases = [(c["testbed"], int(c["latent_dim"]), b) for c in params["cases"] for b in betas]
     arts = _minimizations(ctx, cases)
-    panels, rows = [], []
+    panels, rows, verdicts = [], [], []
     for c in params["cases"]:
         tb, ld, i = c["testbed"], int(c["latent_dim"]), int(c.get("instance", 0))
         test = _test_arrays(ctx, ctx.dataset(tb, "test"))
@@ -271,9 +271,12 @@ def minimized_densities(ctx: Context, params: Mapping[str, Any]) -> Output:
             curves[f"beta = {beta_tag(b)}"] = res["n_min"][i]
             _put(out, tb, ld, b, {"density_error": err, "energy_error": de}, f"instance{i}")
             rows.append([tb, i, beta_tag(b), f"{err:.4g}", _kcal(de)])
+            verdicts.append(f"{tb} beta = {beta_tag(b)}: {_kcal(de)} kcal/mol "
+                            f"({'within' if abs(de) <= CA else 'NOT within'} chemical accuracy)")
         panels.append({"title": f"{tb}, test instance {i} (l_d = {ld})", "x": _grid_x(test["attrs"]),
                        "curves": curves, "potential": test["potential"][i],
                        "styles": {"exact": {"color": "goldenrod", "linewidth": 4, "alpha": 0.6}}})
+    out.ca_verdict = "Shown instances, e_min - e_gs: " + "; ".join(verdicts) + "."
     out.table("Minimized densities of the shown instances",
               ["testbed", "instance", "beta", "|n_min - n_gs|", "e_min - e_gs (kcal/mol)"], rows)
     path = plot_profiles(ctx.figure_path("minimized_densities"), panels)
@@ -336,6 +339,9 @@ def density_slices(ctx: Context, params: Mapping[str, Any]) -> Output:
     err = float(res["metrics"]["density_error"][i])
     _put(out, tb, ld, b, {"density_error": err, "energy_error": float(res["e_min"][i] - res["e_gs"][i])},
          f"instance{i}")
+    de = float(res["e_min"][i] - res["e_gs"][i])
+    out.ca_verdict = (f"instance {i}: e_min - e_gs = {_kcal(de)} kcal/mol "
+                      f"({'within' if abs(de) <= CA else 'NOT within'} chemical accuracy).")
     out.table("Shown instance", ["instance", "|n_min - n_gs|", "e_min - e_gs (kcal/mol)"],
               [[i, f"{err:.4g}", _kcal(float(res["e_min"][i] - res["e_gs"][i]))]])
     out.figures.append({"file": ctx.relative(path), "caption": "Exact and minimized densities (same color scale) and "
@@ -360,7 +366,7 @@ def baselines(ctx: Context, params: Mapping[str, Any]) -> Output:
             extra = {"n_components": ld} if meth == "pca-gd" else {}
             arts[(tb, meth)] = ctx.minimization(tb, method=meth, **extra)
     ctx.ensure(arts.values())
-    rows, panels, bars = [], [], {m: [] for m in ["latent", *methods]}
+    rows, panels, bars, ca_rows = [], [], {m: [] for m in ["latent", *methods]}, []
     for c in params["cases"]:
         tb, ld, b = c["testbed"], int(c["latent_dim"]), float(c["beta"])
         errors = {}
@@ -372,6 +378,7 @@ def baselines(ctx: Context, params: Mapping[str, Any]) -> Output:
             rows.append(_energy_row([tb, name, res["config"].steps], m))
             errors[name] = res["metrics"]["signed_error"]
             bars[meth].append(m["mean_abs_energy_error"] / CA if m["n_diverged"] == 0 else math.nan)
+            ca_rows.append((f"{tb} {meth}", m))
         panels.append({"title": tb, "errors": errors})
     out.table("Latent-space descent vs the baselines (same functional, same test set)",
               ["testbed", "method", "steps", *_ENERGY_HEADERS], rows)
@@ -381,6 +388,7 @@ def baselines(ctx: Context, params: Mapping[str, Any]) -> Output:
     p2 = plot_error_histograms(ctx.figure_path("baselines_histograms"), panels)
     out.figures += [{"file": ctx.relative(p1), "caption": "Mean |energy error| per method and testbed"},
                     {"file": ctx.relative(p2), "caption": "Energy-error histograms per method"}]
+    out.ca_verdict = _ca_sentence(ca_rows)
     return out
 
 
