@@ -177,6 +177,25 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_run, tmp_path,
         assert resumed["experiments"][eid]["metrics"] == full["experiments"][eid]["metrics"]
 
 
+def test_a_failing_experiment_is_reported_and_the_others_still_run(tiny_run, tmp_path, monkeypatch, capsys):
+    tmp, full = tiny_run
+    from vaedft.bench import experiments
+
+    def broken(ctx, params):
+        raise FloatingPointError("loss became nan at epoch 3; lower the lr")
+
+    monkeypatch.setitem(experiments.EXPERIMENTS, "reconstruction_vs_beta", broken)
+    args = ["--profile", str(TINY), "--suite", str(SUITE), "--out", str(tmp_path / "r"), "--cache", str(tmp / "cache"),
+            "--experiments", "E1,E6", "--no-progress"]
+    assert main(args) == 1
+    assert "E1: FloatingPointError: loss became nan" in capsys.readouterr().err
+    res = json.loads((tmp_path / "r" / "tiny" / "results.json").read_text())
+    assert res["experiments"]["E1"]["error"].startswith("FloatingPointError")
+    assert res["experiments"]["E1"]["metrics"] == {}
+    assert res["experiments"]["E6"]["metrics"] == full["experiments"]["E6"]["metrics"]
+    assert "This experiment failed" in (tmp_path / "r" / "tiny" / "report.md").read_text()
+
+
 def test_partial_runs_merge_into_one_results_file(tiny_run, tmp_path):
     tmp, _ = tiny_run
     _run(tmp_path, experiments=["E1"], cache=tmp / "cache")

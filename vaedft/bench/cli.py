@@ -8,7 +8,8 @@
     vaedft-bench reference reports/quick/results.json --out benchmark/reference/quick.toml
     vaedft-bench report reports/quick/results.json     # re-render report.md (and the index) from results.json
 
-Exit status: 0 success; 1 ``check`` found metrics outside tolerance; 2 bad input (unknown profile or
+Exit status: 0 success; 1 ``check`` found metrics outside tolerance, or an experiment failed (the others
+still run and are reported); 2 bad input (unknown profile or
 experiment, malformed TOML or results file) -- with a message saying what to change.
 """
 
@@ -110,6 +111,12 @@ def _cmd_run(args) -> int:
              for c in e.get("comparisons", []) if c["verdict"] == "FAIL"]
     print(f"report: {report}")
     print(f"paper-vs-ours: {len(fails)} FAIL" + ("".join(f"\n  {f}" for f in fails)))
+    errors = [f"{eid}: {results['experiments'][eid]['error']}" for eid in results["last_run_experiments"]
+              if results["experiments"][eid].get("error")]
+    if errors:
+        print("experiments that failed (rerun to retry; finished artifacts are kept):"
+              + "".join(f"\n  {e}" for e in errors), file=sys.stderr)
+        return 1
     return 0
 
 

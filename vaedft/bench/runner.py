@@ -26,8 +26,8 @@ from .. import __version__
 from .artifacts import ArtifactStore, spec_hash
 from .check import RESULTS_SCHEMA, MetricSpec, load_reference
 from .claims import evaluate_claims
-from .context import Context, PlanComplete
-from .suite import Experiment, Profile, default_suite_dir, load_experiments, load_profile
+from .context import Context, Output, PlanComplete
+from .suite import Experiment, Profile, SuiteError, default_suite_dir, load_experiments, load_profile
 
 __all__ = ["run_suite", "plan_builds", "default_cache_dir", "environment"]
 
@@ -142,6 +142,10 @@ def plan_builds(profile: Profile, experiments: Sequence[Experiment], store: Arti
             EXPERIMENTS[exp.function](ctx, exp.params)
         except PlanComplete:
             pass
+        except SuiteError:
+            raise  # a bad profile or experiment file stops the run before anything is built
+        except Exception:  # noqa: BLE001 - the run itself reports it, as a failed experiment
+            pass
     return plan
 
 
@@ -157,6 +161,7 @@ def run_suite(
     suite_dir: str | Path | None = None,
     progress: bool = True,
     command: str = "",
+    keep_going: bool = True,
 ) -> dict:
     """Run the experiments of a profile and write ``OUT/<profile>/{results.json, report.md, figures/}``.
 
@@ -171,6 +176,8 @@ def run_suite(
         suite_dir: directory with ``profiles/``, ``experiments/``, ``reference/`` (default ``benchmark/``).
         progress: progress bars and stage messages.
         command: the command line, for the report.
+        keep_going: an experiment that raises is recorded (``"error"`` in its entry, no metrics, so
+            ``check`` reports them missing) and the run goes on; ``False`` re-raises at once.
 
     Returns:
         The results dict written to ``results.json``.
@@ -210,7 +217,15 @@ def run_suite(
             ctx = Context(prof, store, ex, report_dir, device=dev, seed=run_seed, progress=progress,
                           experiment=exp.id, builds_bar=builds)
             t0 = time.perf_counter()
-            output = EXPERIMENTS[exp.function](ctx, exp.params)
+            error = None
+            try:
+                output = EXPERIMENTS[exp.function](ctx, exp.params)
+            except Exception as exc:  # noqa: BLE001 - one failed experiment must not cost the others
+                if not keep_going or isinstance(exc, SuiteError):
+                    raise
+                error = f"{type(exc).__name__}: {exc}"
+                output = Output(notes=[f"FAILED: {error}"])
+                tqdm.write(f"[{exp.id}] FAILED: {error}")
             wall = time.perf_counter() - t0
             comparisons = evaluate_claims(exp.claims, output.metrics)
             comparisons += _paper_comparisons(suite_dir, exp.id, output.metrics)
@@ -222,14 +237,14 @@ def run_suite(
                 "artifacts": dict(sorted(ctx.used.items())), "metrics": output.metrics, "tables": output.tables,
                 "figures": output.figures, "comparisons": comparisons, "ca_verdict": output.ca_verdict,
                 "notes": output.notes, "wall_time_s": wall, "run_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "git_commit": env["git_commit"], "device": dev,
+                "git_commit": env["git_commit"], "device": dev, "error": error,
             }
             results["experiments"] = dict(sorted(entries.items(), key=lambda kv: int(kv[0][1:])))
             results["total_time_s"] = time.perf_counter() - t_start
             results["created"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
             _write_json(results_path, results)
             (report_dir / "report.md").write_text(render_report(results))
-            if progress:
+            if progress and error is None:
                 c = [x["verdict"] for x in comparisons]
                 tqdm.write(f"[{exp.id}] done in {wall:.0f} s: {c.count('PASS')} PASS, {c.count('FAIL')} FAIL")
         bar.close()

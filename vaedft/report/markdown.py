@@ -76,6 +76,8 @@ def _summary(results: Mapping) -> list[str]:
 
 def _section(eid: str, e: Mapping) -> list[str]:
     lines = [f"## {eid}: {e.get('title', '')}" + (f" ({e['figure']})" if e.get("figure") else ""), ""]
+    if e.get("error"):
+        lines += [f"**This experiment failed:** `{e['error']}` (rerun to retry).", ""]
     if e.get("claim"):
         lines += [f"**The paper:** {e['claim']}", ""]
     for t in e.get("tables", []):
