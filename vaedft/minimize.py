@@ -96,7 +96,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .physics.grid import Grid
+from .physics.grid import Grid, GridFields
 from .physics.hamiltonian import KineticOperator
 from .rng import check_seed, instance_rng
 
@@ -311,21 +311,13 @@ class MinimizeResult:
 
 
 @dataclass(frozen=True)
-class GridSpec:
+class GridSpec(GridFields):
     """What the engine needs to know of a model's grid (duck-types the model configs)."""
 
     ndim: int
     grid_n: int
     dx: float
     boundary: str
-
-    @property
-    def grid_shape(self) -> tuple[int, ...]:
-        return (self.grid_n,) * self.ndim
-
-    @property
-    def cell_volume(self) -> float:
-        return self.dx**self.ndim
 
     @property
     def box_length(self) -> float:

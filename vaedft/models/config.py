@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..physics.grid import BOUNDARIES
+from ..physics.grid import BOUNDARIES, GridFields
 
 __all__ = [
     "PADDINGS",
@@ -112,7 +112,7 @@ def _as_positive_float(name: str, value) -> float:
     return value
 
 
-class _ConfigMixin:
+class _ConfigMixin(GridFields):
     """Shared validation, derived sizes and JSON round trip of the two configs."""
 
     kind: ClassVar[str]
@@ -176,16 +176,6 @@ class _ConfigMixin:
     def n_blocks(self) -> int:
         """Number of conv blocks (pooling stages)."""
         return len(self.channels)
-
-    @property
-    def grid_shape(self) -> tuple[int, ...]:
-        """Shape of one density, ``(grid_n,) * ndim``."""
-        return (self.grid_n,) * self.ndim
-
-    @property
-    def cell_volume(self) -> float:
-        """``dx**ndim``, the weight of one grid point in an integral."""
-        return self.dx**self.ndim
 
     @property
     def bottleneck_n(self) -> int:

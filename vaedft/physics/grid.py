@@ -17,9 +17,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BOUNDARIES", "Grid"]
+__all__ = ["BOUNDARIES", "Grid", "GridFields"]
 
 BOUNDARIES = ("hard_wall", "periodic")
+
+
+class GridFields:
+    """Derived sizes of anything that carries ``ndim``, ``grid_n`` and ``dx`` (the model configs, the
+    minimizer's grid spec): one place for the shape of a field and the weight of a grid point."""
+
+    ndim: int
+    grid_n: int
+    dx: float
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        """Shape of one field, ``(grid_n,) * ndim``."""
+        return (self.grid_n,) * self.ndim
+
+    @property
+    def cell_volume(self) -> float:
+        """``dx**ndim``, the weight of one grid point in an integral."""
+        return self.dx**self.ndim
 
 
 @dataclass(frozen=True)
