@@ -769,8 +769,12 @@ def _check_indices(indices, n: int) -> np.ndarray:
     return idx.astype(np.int64)
 
 
-def _draws(cfg: MinimizeConfig, indices: np.ndarray, n_train: int, latent_dim: int):
-    """Per (instance, start): a training index (-1 = the mean density) or a prior vector."""
+def _draws(cfg: MinimizeConfig, indices: np.ndarray, n_train: int, latent_dim: int, given_first: bool = False):
+    """Per (instance, start): a training index (-1 = the mean density) or a prior vector.
+
+    ``given_first``: start 0 is given by the caller (``z0``); it is marked a prior point and left at 0
+    here.  The other starts draw from their own streams, so they do not change.
+    """
     k_starts = cfg.starts
     which = np.full((len(indices), k_starts), -1, dtype=np.int64)
     prior = np.zeros((len(indices), k_starts, latent_dim))
@@ -778,6 +782,9 @@ def _draws(cfg: MinimizeConfig, indices: np.ndarray, n_train: int, latent_dim: i
     for row, i in enumerate(indices):
         rngs = instance_rng(cfg.seed, int(i)).spawn(k_starts)
         for k, rng in enumerate(rngs):
+            if k == 0 and given_first:
+                is_prior[row, k] = True
+                continue
             kind = cfg.init if k == 0 else ("prior" if cfg.init == "prior" else "sample")
             if kind == "prior":
                 prior[row, k] = rng.standard_normal(latent_dim)
@@ -807,6 +814,7 @@ def minimize(
     train_densities=None,
     indices: Sequence[int] | np.ndarray | None = None,
     progress: bool = False,
+    z0=None,
 ) -> MinimizeResult:
     """Minimise the energy of every potential of a batch with one method (see the module docstring).
 
@@ -822,6 +830,10 @@ def minimize(
             ``0..N-1``).  Pass the global indices when minimising a subset, so that the subset's
             results equal the corresponding rows of the full run.
         progress: show a progress bar over the steps.
+        z0: ``(N, l_d)`` explicit starting latents (latent methods only), e.g. the encoder means of
+            known densities: start 0 of instance ``i`` is ``z0[i]`` instead of the ``config.init``
+            point (further starts are drawn as usual), so ``train_densities`` are then needed only
+            for extra starts that are not prior draws.
 
     Computation happens on the models' device and in their dtype (use float64 models for
     tight checks).  Both modules are put in eval mode and restored afterwards.
@@ -856,16 +868,26 @@ def minimize(
     V = _as_tensor("potentials", potentials, spec, dtype, device)
     n_inst = V.shape[0]
     idx = _check_indices(indices, n_inst)
+    latent_dim = int(vae.config.latent_dim) if cfg.is_latent else 0
+    if z0 is not None:
+        if not cfg.is_latent:
+            raise ValueError(f"z0 gives starting latents; {cfg.method} is not a latent method")
+        z0 = torch.as_tensor(z0).detach()
+        if tuple(z0.shape) != (n_inst, latent_dim) or not bool(torch.isfinite(z0).all()):
+            raise ValueError(f"z0 must be finite with shape ({n_inst}, {latent_dim}), got {tuple(z0.shape)}")
+    needs_train = cfg.needs_training_densities if z0 is None else (cfg.starts > 1 and cfg.init != "prior")
     train = None
-    if cfg.needs_training_densities:
+    if needs_train:
         if train_densities is None:
             raise ValueError(f"method {cfg.method} with init {cfg.init!r} needs train_densities")
         train = _as_tensor("train_densities", train_densities, spec, dtype, device)
         if bool((train < 0).any()):
             raise ValueError("train_densities must be non-negative")
     k_starts = cfg.starts
-    latent_dim = int(vae.config.latent_dim) if cfg.is_latent else 0
-    which, prior, is_prior = _draws(cfg, idx, 0 if train is None else train.shape[0], latent_dim)
+    which, prior, is_prior = _draws(cfg, idx, 0 if train is None else train.shape[0], latent_dim,
+                                    given_first=z0 is not None)
+    if z0 is not None:
+        prior[:, 0] = z0.to(torch.float64).cpu().numpy()
     V_rows = V.repeat_interleave(k_starts, dim=0)
 
     modes = [(m, m.training) for m in (functional, vae) if m is not None]
