@@ -5,7 +5,9 @@ instances) minimises 6 test instances with every method through :func:`vaedft.cl
 result file must pass :func:`read_result` and its metrics must equal those recomputed from the
 stored arrays with :mod:`vaedft.metrics`.  Mismatched inputs (another testbed or grid, models
 from different testbeds, a latent method without a VAE, training data that is not the run's,
-missing run directories) must exit with status 2 and say why.  The quality of the minimum is
+missing run directories) must exit with status 2 and say why.  Every result carries the error budget
+(:func:`vaedft.metrics.error_budget`), printed as a table; ``--no-gap`` leaves out the manifold gap,
+and a file without a budget (written before budgets existed) still reads.  The quality of the minimum is
 not tested here (the models are barely trained); see ``tests/test_minimize.py`` for the engine.
 
 Everything runs on the CPU with one torch thread (see ``tests/test_train.py`` for why).
@@ -24,9 +26,10 @@ import torch
 from vaedft.cli import main
 from vaedft.data.generate import generate_dataset
 from vaedft.data.store import read_arrays
-from vaedft.metrics import density_errors, energy_errors
+from vaedft.metrics import BUDGET_TERMS, KCAL_PER_MOL, VAE_TERMS, budget_summary, density_errors, energy_errors
 from vaedft.minimize import LATENT_METHODS, METHODS, MinimizeConfig
 from vaedft.physics import get_testbed
+from vaedft.pipeline import result_budget
 from vaedft.results import METRIC_ATTRS, ResultError, read_result
 from vaedft.train import TrainConfig, file_sha256, train
 
@@ -107,6 +110,34 @@ def assert_metrics_recomputed(res: dict) -> None:
     assert set(METRIC_ATTRS) <= set(m)
 
 
+def assert_budget(res: dict, gap: bool = True) -> None:
+    """The stored budget has the terms of its method, per-instance arrays (E0) consistent with the stored
+    minimization, and a summary (kcal/mol) equal to budget_summary of those arrays."""
+    b = res["budget"]
+    latent = res["config"].is_latent
+    want = [t for t in BUDGET_TERMS if (latent or t not in VAE_TERMS) and (gap or t != "manifold_gap")]
+    assert list(b["terms"]) == want
+    for values in b["terms"].values():
+        assert values.shape == (N_TEST,) and values.dtype == np.float64
+    ok = ~res["diverged"]
+    # total is e_min - e_gs, recomputed in float64 from z_min (or n_min)
+    np.testing.assert_allclose(b["terms"]["total"][ok], (res["e_min"] - res["e_gs"])[ok], rtol=0, atol=1e-9)
+    assert np.isnan(b["terms"]["total"][~ok]).all()
+    assert (b["terms"]["exact_energy_at_min"][ok] >= -1e-8).all()  # variational upper bound
+    np.testing.assert_allclose(b["terms"]["total"], b["terms"]["functional_error_at_min"]
+                               + b["terms"]["exact_energy_at_min"], atol=1e-12)
+    summary = budget_summary(b["terms"])
+    assert set(summary) <= set(b["summary"])
+    for key, value in summary.items():
+        np.testing.assert_allclose(b["summary"][key], value, rtol=1e-12, equal_nan=True, err_msg=key)
+    if latent and gap:
+        assert (b["terms"]["manifold_gap"] >= -1e-8).all()
+        assert b["gap_config"]["method"] == "latent-lbfgs" and b["gap_config"]["steps"] == min(200, STEPS)
+        assert b["gap_steps"].shape == (N_TEST,) and b["gap_converged"].dtype == np.bool_
+    else:
+        assert b["gap_config"] is None and b["gap_steps"] is None
+
+
 # ----------------------------------------------------------------------------- every method end to end
 
 
@@ -117,8 +148,10 @@ def test_each_method_writes_a_valid_result(files, tmp_path, capsys, method):
     assert main(argv(files, out, method, *extra)) == 0
     captured = capsys.readouterr()
     for text in ("mean |e_min - e_gs| (E0)", "(kcal/mol)", "within chemical accuracy", "variational violations",
-                 "density error", "converged", "diverged", method):
+                 "density error", "converged", "diverged", method, "error budget", "mean (kcal/mol)",
+                 "functional_error", "exact_energy_at_min", "E_exact[n_min] - e_gs"):
         assert text in captured.out
+    assert ("not computed" in captured.out) == (method not in LATENT_METHODS)
     if method not in LATENT_METHODS:
         assert "--vae is not used" in captured.err
     assert not (tmp_path / "result.h5.tmp").exists()
@@ -136,6 +169,7 @@ def test_each_method_writes_a_valid_result(files, tmp_path, capsys, method):
     np.testing.assert_array_equal(res["e_min"][finite], res["e_last"][finite])
     np.testing.assert_array_equal(res["energy_history"][finite, -1], res["e_min"][finite])
     assert_metrics_recomputed(res)
+    assert_budget(res)
 
     # provenance
     attrs, cfg = res["attrs"], res["config"]
@@ -179,6 +213,44 @@ def test_divergence_is_reported_not_hidden(files, tmp_path, capsys):
     m = res["metrics"]
     assert m["n_diverged"] == N_TEST and m["n_nonfinite"] == N_TEST and m["n_density_nonfinite"] == N_TEST
     assert m["fraction_within_ca"] == 0.0 and m["n_violations"] == 0 and np.isnan(m["mean_abs_error"])
+    assert_metrics_recomputed(res)
+    b = res["budget"]
+    for name in ("functional_error", "representation", "total", "functional_error_at_min", "exact_energy_at_min"):
+        assert np.isnan(b["terms"][name]).all() and b["summary"][f"{name}_n_finite"] == 0
+    assert np.isfinite(b["terms"]["roughness"]).all() and np.isfinite(b["terms"]["manifold_gap"]).all()
+
+
+def test_no_gap_skips_the_manifold_gap(files, tmp_path, capsys):
+    out = tmp_path / "r.h5"
+    assert main(argv(files, out, "latent-gd", "--no-gap")) == 0
+    text = capsys.readouterr().out
+    assert "manifold_gap" in text and "not computed" in text
+    res = read_result(out)
+    assert_budget(res, gap=False)
+    assert "manifold_gap_mean_kcal_per_mol" not in res["budget"]["summary"]
+
+
+def test_gap_steps_and_the_budget_of_an_existing_file(files, tmp_path):
+    out = tmp_path / "r.h5"
+    assert main(argv(files, out, "latent-lbfgs", "--gap-steps", "7")) == 0
+    res = read_result(out)
+    assert res["budget"]["gap_config"]["steps"] == 7 and (res["budget"]["gap_steps"] <= 7).all()
+    again = result_budget(out, gap_steps=7)  # from the runs and the test file the result records
+    for name, values in res["budget"]["terms"].items():
+        np.testing.assert_allclose(again[name], values, rtol=0, atol=1e-12, equal_nan=True, err_msg=name)
+    summary = res["budget"]["summary"]
+    assert summary["total_mean_kcal_per_mol"] == pytest.approx(
+        np.nanmean(res["budget"]["terms"]["total"]) / KCAL_PER_MOL, rel=1e-12)
+
+
+def test_a_result_without_budget_still_reads(files, tmp_path):
+    """Files written before the error budget existed have no budget group: read_result gives budget None."""
+    out = tmp_path / "r.h5"
+    assert main(argv(files, out, "latent-gd", "--no-gap")) == 0
+    with h5py.File(out, "a") as f:
+        del f["budget"]
+    res = read_result(out)
+    assert res["budget"] is None
     assert_metrics_recomputed(res)
 
 
@@ -261,6 +333,11 @@ def good_result(files, tmp_path_factory):
         (lambda f: (f.__delitem__("n_min"), f.create_dataset("n_min", data=np.zeros((N_TEST, 10)))),
          "'n_min' has shape"),
         (lambda f: f.attrs.__setitem__("minimize_config", "{not json"), "unreadable config"),
+        (lambda f: f["budget"].__delitem__("total"), "budget group lacks the dataset of its term 'total'"),
+        (lambda f: f["budget"].attrs.__setitem__("terms", '["wiggles"]'), "unknown terms ['wiggles']"),
+        (lambda f: f["budget"].attrs.__delitem__("gap_config"), "budget group lacks attributes ['gap_config']"),
+        (lambda f: (f["budget"].__delitem__("roughness"), f["budget"].create_dataset("roughness", data=np.zeros(2))),
+         "budget/roughness has shape"),
     ],
 )
 def test_read_result_refuses_broken_files(good_result, tmp_path, breakage, message):

@@ -194,6 +194,7 @@ def _run_train(args, kind: str) -> int:
 
 
 def _add_minimize(sub) -> None:
+    from .metrics import DEFAULT_GAP_STEPS
     from .minimize import INITS, METHODS, MinimizeConfig
 
     d = MinimizeConfig()
@@ -201,7 +202,8 @@ def _add_minimize(sub) -> None:
         "minimize",
         help="minimise the energies of a test set with a trained VAE and DL functional (or a density-space baseline)",
         description="Batched energy minimisation (paper eqs. 10-14) of every potential of a test set; writes an "
-        "HDF5 result file (energies, densities, convergence, metrics, provenance) and prints a summary. "
+        "HDF5 result file (energies, densities, convergence, metrics, error budget, provenance) and prints a "
+        "summary and the error budget (mean per term, kcal/mol; see the README, 'Reading the error budget'). "
         "The test set must come from the testbed and grid the runs were trained on.",
     )
     p.add_argument("--vae", help="VAE run directory (`vaedft train-vae`); needed by the latent methods")
@@ -236,6 +238,12 @@ def _add_minimize(sub) -> None:
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"),
                    help="dtype the models are evaluated in (default float64)")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (1 on a busy shared machine)")
+    p.add_argument("--no-gap", action="store_true",
+                   help="skip the manifold gap of the error budget (a latent L-BFGS minimization with the exact "
+                   "functional from mu(n_gs), the budget's one expensive term); the other terms are still computed")
+    p.add_argument("--gap-steps", type=_positive_int,
+                   help=f"step budget of the manifold-gap minimization (default: {DEFAULT_GAP_STEPS} or --steps, "
+                   "whichever is smaller)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -243,7 +251,7 @@ def _add_minimize(sub) -> None:
 def _run_minimize(args) -> int:
     from .minimize import DENSITY_METHODS, MinimizeConfig
     from .pipeline import minimize_files
-    from .results import summary_table
+    from .results import budget_table, summary_table
 
     if args.threads:
         import torch
@@ -269,11 +277,18 @@ def _run_minimize(args) -> int:
         dtype=args.dtype,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        gap=not args.no_gap,
+        gap_steps=args.gap_steps,
     )
     result, metrics = out["result"], out["metrics"]
     print(f"{out['testbed']}: {args.data} -> {out['path']}")
     print(summary_table(metrics["attrs"], method=config.method, steps=config.steps, wall_time_s=result.wall_time_s,
                         violation_indices=metrics["arrays"]["violation_indices"]))
+    print()
+    print(budget_table(metrics["budget"]))
+    if out["budget"] is not None:
+        print(f"(budget computed in {out['budget'].wall_time_s:.3g} s; total = functional_error_at_min + "
+              "exact_energy_at_min)")
     return 0
 
 

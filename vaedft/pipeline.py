@@ -1,8 +1,10 @@
 """File-level pipelines: trained runs + dataset files in, result files out.
 
 :func:`minimize_files` is what ``vaedft minimize`` calls: it checks that the trained runs and the
-test file belong together, runs :func:`vaedft.minimize.minimize` on the test potentials and writes
-the result with :func:`vaedft.results.write_result`.
+test file belong together, runs :func:`vaedft.minimize.minimize` on the test potentials, computes
+the error budget (:func:`vaedft.metrics.error_budget`) and writes the result with
+:func:`vaedft.results.write_result`.  :func:`result_budget` computes the budget of an existing
+result file (e.g. one written before budgets existed) from the runs and test file it records.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from .results import write_result
 
-__all__ = ["minimize_files"]
+__all__ = ["minimize_files", "result_budget", "default_gap_steps"]
 
 
 def _read_run(run_dir, kind: str, flag: str) -> tuple[Path, dict]:
@@ -93,6 +95,9 @@ def minimize_files(
     dtype: str = "float64",
     overwrite: bool = False,
     progress: bool = True,
+    budget: bool = True,
+    gap: bool = True,
+    gap_steps: int | None = None,
 ) -> dict:
     """Minimise the energies of a test file with trained runs and write the result file.
 
@@ -117,10 +122,16 @@ def minimize_files(
         dtype: ``float64`` (default) or ``float32``: the models are evaluated in this dtype.
         overwrite: replace an existing ``out``.
         progress: show a progress bar over the steps.
+        budget: compute the error budget (:func:`~vaedft.metrics.error_budget`, in float64) and
+            store it in the result file's ``budget`` group.
+        gap: include its manifold gap (a latent L-BFGS minimization with the exact functional,
+            the one expensive term; latent methods only).
+        gap_steps: step budget of that minimization (default: :func:`default_gap_steps` of ``config``,
+            no more steps than the minimization itself had).
 
     Returns:
-        ``{"path", "result" (MinimizeResult), "metrics" (as compute_metrics), "testbed",
-        "vae_used" (bool)}``.
+        ``{"path", "result" (MinimizeResult), "metrics" (as write_result returns them, the budget
+        summary under ``"budget"``), "budget" (the ErrorBudget or None), "testbed", "vae_used" (bool)}``.
     """
     from .data.store import read_arrays, validate_dataset
     from .minimize import MinimizeConfig, minimize
@@ -157,11 +168,16 @@ def minimize_files(
 
     functional, _ = load_run(f_dir, device=device, dtype=dtype)
     vae = load_run(v_dir, device=device, dtype=dtype)[0] if vae_used else None
-    test = read_arrays(test_data, names=("potential", "density", "energy"))
+    test = read_arrays(test_data, names=("potential", "density", "energy", "F"))
     result = minimize(
         np.asarray(test["potential"], dtype=np.float64), functional, vae, config=config,
         train_densities=train, progress=progress,
     )
+    err_budget = None
+    if budget:
+        err_budget = _budget(functional, vae, test, attrs, z_min=result.z_min,
+                             n_min=None if vae_used else result.n_min, diverged=result.diverged, gap=gap,
+                             gap_steps=default_gap_steps(config) if gap_steps is None else gap_steps)
     cell_volume = float(attrs["dx"]) ** len(attrs["grid_shape"])
     out.parent.mkdir(parents=True, exist_ok=True)
     metrics = write_result(
@@ -172,9 +188,81 @@ def minimize_files(
         vae_run_dir=v_dir.resolve() if vae_used else "",
         test_data_path=test_data.resolve(), test_data_sha256=file_sha256(test_data),
         train_data_path=None if train_path is None else train_path.resolve(), train_data_sha256=train_sha or "",
-        device=str(next(functional.parameters()).device), dtype=dtype,
+        device=str(next(functional.parameters()).device), dtype=dtype, budget=err_budget,
     )
-    return {"path": out, "result": result, "metrics": metrics, "testbed": attrs["testbed"], "vae_used": vae_used}
+    return {"path": out, "result": result, "metrics": metrics, "budget": err_budget, "testbed": attrs["testbed"],
+            "vae_used": vae_used}
+
+
+def default_gap_steps(config) -> int:
+    """Step budget of the manifold-gap minimization for a minimization run with ``config``:
+    :data:`~vaedft.metrics.DEFAULT_GAP_STEPS`, but no more than ``config.steps`` (a short run gets a
+    cheap budget)."""
+    from .metrics import DEFAULT_GAP_STEPS
+
+    return min(DEFAULT_GAP_STEPS, int(config.steps))
+
+
+def _budget(functional, vae, test: dict, attrs: dict, *, z_min, n_min, diverged, gap: bool, gap_steps: int):
+    """:func:`~vaedft.metrics.error_budget` of a minimization on a test file (arrays and attributes)."""
+    from .data.store import testbed_from_attrs
+    from .metrics import error_budget
+
+    return error_budget(
+        vae, functional, test["potential"], test["density"], test["energy"], test["F"], z_min,
+        grid=testbed_from_attrs(attrs).grid, n_min=n_min, diverged=diverged, gap=gap, gap_steps=gap_steps,
+    )
+
+
+def result_budget(
+    result_path: str | Path,
+    *,
+    functional_dir: str | Path | None = None,
+    vae_dir: str | Path | None = None,
+    test_data: str | Path | None = None,
+    device: str = "auto",
+    gap: bool = True,
+    gap_steps: int | None = None,
+):
+    """The error budget of an existing result file (the file is not changed; ``gap_steps`` defaults to
+    :func:`default_gap_steps` of the result's config).
+
+    The runs and the test file default to those the result records (``functional_run_dir``,
+    ``vae_run_dir``, ``test_data_path``); given ones must be the same files: the sha256 of each
+    run's ``best.pt`` and of the test file must equal the result's record.
+
+    Returns:
+        the :class:`~vaedft.metrics.ErrorBudget` (float64).
+
+    Raises:
+        ResultError / CheckpointError: an unreadable result, or runs and test file that are missing or
+            are not the ones the result was computed with.
+    """
+    from .data.store import read_arrays, read_attrs
+    from .results import read_result
+    from .train import CheckpointError, file_sha256, load_run
+
+    res = read_result(result_path)
+    a = res["attrs"]
+    latent = res["config"].is_latent
+    checks = [("functional", functional_dir or a["functional_run_dir"], "best.pt", a["functional_checkpoint_sha256"])]
+    if latent:
+        checks.append(("vae", vae_dir or a["vae_run_dir"], "best.pt", a["vae_checkpoint_sha256"]))
+    checks.append(("test data", test_data or a["test_data_path"], None, a["test_data_sha256"]))
+    paths = {}
+    for what, where, inner, sha in checks:
+        path = Path(where) / inner if inner else Path(where)
+        if not path.is_file():
+            raise CheckpointError(f"the {what} of {result_path} ({path}) is not there; give its location")
+        if file_sha256(path) != sha:
+            raise CheckpointError(f"{path} is not the {what} {result_path} was computed with (sha256 differs)")
+        paths[what] = Path(where)
+    functional = load_run(paths["functional"], device=device, dtype="float64")[0]
+    vae = load_run(paths["vae"], device=device, dtype="float64")[0] if latent else None
+    test = read_arrays(paths["test data"], names=("potential", "density", "energy", "F"))
+    return _budget(functional, vae, test, read_attrs(paths["test data"]), z_min=res["z_min"],
+                   n_min=None if latent else res["n_min"], diverged=res["diverged"], gap=gap,
+                   gap_steps=default_gap_steps(res["config"]) if gap_steps is None else gap_steps)
 
 
 # ----------------------------------------------------------------------------- the summary

@@ -20,6 +20,20 @@ instances in the order of the test file:
   ``density_error_std``, ``density_error_max``, ``n_density_nonfinite`` (from
   :func:`vaedft.metrics.density_errors`), ``n_converged``, ``n_diverged``; datasets
   ``violation_indices``, ``signed_error`` (N,) and ``density_error`` (N,);
+* group ``budget`` (optional: absent in files written before the error budget existed, or with
+  ``budget=None``), the error budget of :func:`vaedft.metrics.error_budget`:
+
+  - one dataset (N,) float64 **in E0** per computed term of
+    :data:`vaedft.metrics.BUDGET_TERMS` (``functional_error``, ``representation``,
+    ``roughness``, ``manifold_gap``, ``total``, ``functional_error_at_min``,
+    ``exact_energy_at_min``; the VAE terms are absent for density methods, ``manifold_gap``
+    when the gap was skipped; NaN in ``total`` and ``*_at_min`` for diverged instances);
+    ``gap_steps`` (N,) int64 and ``gap_converged`` (N,) bool when the gap was computed;
+  - attributes ``terms`` (JSON list of the stored terms, in order), ``gap_config`` (JSON of the
+    gap minimization's :class:`~vaedft.minimize.MinimizeConfig`, ``""`` without gap),
+    ``dtype``, ``wall_time_s``, and every scalar of :func:`vaedft.metrics.budget_summary`
+    **in kcal/mol** (``<term>_mean_kcal_per_mol``, ``<term>_mean_abs_kcal_per_mol`` or, for
+    the variational terms, ``<term>_min_kcal_per_mol``; ``<term>_n_finite``; ``n_instances``);
 * file attributes ``vaedft_version``, ``testbed``, ``method``, ``minimize_config`` (JSON of
   :class:`~vaedft.minimize.MinimizeConfig`), ``functional_run_config`` and
   ``vae_run_config`` (JSON of the runs' ``config.json``; ``vae_run_config`` is ``""`` for density
@@ -56,11 +70,13 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "METRIC_ATTRS",
+    "BUDGET_ATTRS",
     "ResultError",
     "compute_metrics",
     "write_result",
     "read_result",
     "summary_table",
+    "budget_table",
 ]
 
 FORMAT = "vaedft-minimize-result"
@@ -69,6 +85,8 @@ FORMAT_VERSION = 1
 #: per-instance datasets (first axis N) every result file holds; ``z_min`` in addition for latent methods
 INSTANCE_DATASETS = ("e_min", "e_last", "e_gs", "n_min", "steps", "converged", "diverged", "grad_norm",
                      "best_start", "e_starts", "indices", "energy_history")
+#: attributes of the optional ``budget`` group that :func:`read_result` requires
+BUDGET_ATTRS = ("terms", "gap_config", "dtype", "wall_time_s", "n_instances")
 #: attributes of the ``metrics`` group that :func:`read_result` requires
 METRIC_ATTRS = (
     "n_instances", "chemical_accuracy",
@@ -165,6 +183,7 @@ def write_result(
     train_data_sha256: str = "",
     device: str = "",
     dtype: str = "",
+    budget=None,
 ) -> dict:
     """Write a :class:`~vaedft.minimize.MinimizeResult` and its metrics (atomically: ``path.tmp`` then rename).
 
@@ -178,9 +197,12 @@ def write_result(
         functional_checkpoint_sha256, vae_checkpoint_sha256: sha256 of the ``best.pt`` used.
         test_data_path, test_data_sha256: the test file.
         train_data_path, train_data_sha256: the training densities used (None: none were used).
+        budget: the :class:`~vaedft.metrics.ErrorBudget` of this minimization (group ``budget``),
+            or None to write none.
 
     Returns:
-        The metrics, as :func:`compute_metrics` returns them.
+        The metrics, as :func:`compute_metrics` returns them, plus ``"budget"``: the
+        :func:`~vaedft.metrics.budget_summary` (kcal/mol), or None without a budget.
     """
     cfg = result.config
     n = len(result)
@@ -194,6 +216,8 @@ def write_result(
         raise ValueError(f"{cfg.method} is a latent method: the result needs z_min and the VAE run")
     metrics = compute_metrics(result.e_min, e_gs, result.n_min, n_gs, cell_volume, converged=result.converged,
                               diverged=result.diverged)
+    budget_group = None if budget is None else _budget_group(budget, n)
+    metrics["budget"] = None if budget_group is None else budget_group["summary"]
     datasets = {
         "e_min": result.e_min, "e_last": result.e_last, "e_gs": e_gs, "n_min": result.n_min,
         "steps": result.steps, "converged": result.converged, "diverged": result.diverged,
@@ -236,11 +260,74 @@ def write_result(
             g.attrs.update(metrics["attrs"])
             for name, value in metrics["arrays"].items():
                 g.create_dataset(name, data=value)
+            if budget_group is not None:
+                b = f.create_group("budget")
+                b.attrs.update(budget_group["attrs"])
+                b.attrs.update(budget_group["summary"])
+                for name, value in budget_group["arrays"].items():
+                    b.create_dataset(name, data=value)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return metrics
+
+
+def _budget_group(budget, n: int) -> dict:
+    """The content of the ``budget`` group: ``{"arrays", "attrs", "summary"}``."""
+    from .metrics import BUDGET_TERMS, ErrorBudget, budget_summary
+
+    if not isinstance(budget, ErrorBudget):
+        raise ValueError(f"budget must be a vaedft.metrics.ErrorBudget, got {type(budget).__name__}")
+    arrays = {}
+    for name, values in budget.terms.items():
+        if name not in BUDGET_TERMS:
+            raise ValueError(f"unknown budget term {name!r}; expected some of {list(BUDGET_TERMS)}")
+        arrays[name] = np.asarray(values, dtype=np.float64)
+        if arrays[name].shape != (n,):
+            raise ValueError(f"budget term {name!r} must have shape ({n},), got {arrays[name].shape}")
+    if budget.gap_steps is not None:
+        arrays["gap_steps"] = np.asarray(budget.gap_steps, dtype=np.int64)
+        arrays["gap_converged"] = np.asarray(budget.gap_converged, dtype=bool)
+    attrs = {"terms": json.dumps(list(budget.terms)), "gap_config": _json(budget.gap_config),
+             "dtype": str(budget.dtype), "wall_time_s": float(budget.wall_time_s)}
+    summary = budget_summary(budget)
+    summary["n_instances"] = int(n)
+    return {"arrays": arrays, "attrs": attrs, "summary": summary}
+
+
+def _read_budget(path: Path, g, n: int) -> dict:
+    """The ``budget`` group as ``{"terms": {name: (N,)}, "summary": {...}, "gap_steps", "gap_converged",
+    "gap_config", "dtype", "wall_time_s"}``, checked against the schema."""
+    from .metrics import BUDGET_TERMS
+
+    attrs = {k: plain_value(v) for k, v in g.attrs.items()}
+    missing = [a for a in BUDGET_ATTRS if a not in attrs]
+    if missing:
+        raise ResultError(f"{path}: budget group lacks attributes {missing}")
+    try:
+        names = json.loads(attrs["terms"])
+        gap_config = json.loads(attrs["gap_config"]) if attrs["gap_config"] else None
+    except (ValueError, TypeError) as exc:
+        raise ResultError(f"{path}: unreadable budget attribute ({exc})") from None
+    unknown = [t for t in names if t not in BUDGET_TERMS] if isinstance(names, list) else names
+    if unknown:
+        raise ResultError(f"{path}: budget/terms lists unknown terms {unknown}")
+    terms = {}
+    for name in names:
+        if name not in g:
+            raise ResultError(f"{path}: budget group lacks the dataset of its term {name!r}")
+        terms[name] = g[name][()]
+        if terms[name].shape != (n,):
+            raise ResultError(f"{path}: budget/{name} has shape {terms[name].shape}, expected ({n},)")
+    gap = {k: (g[k][()] if k in g else None) for k in ("gap_steps", "gap_converged")}
+    if "manifold_gap" in terms and any(v is None or v.shape != (n,) for v in gap.values()):
+        raise ResultError(f"{path}: a budget with manifold_gap needs gap_steps and gap_converged of shape ({n},)")
+    summary = {k: v for k, v in attrs.items() if k not in ("terms", "gap_config", "dtype", "wall_time_s")}
+    if int(summary["n_instances"]) != n:
+        raise ResultError(f"{path}: budget/n_instances = {summary['n_instances']} but the file has {n} instances")
+    return {"terms": terms, "summary": summary, **gap, "gap_config": gap_config, "dtype": attrs["dtype"],
+            "wall_time_s": float(attrs["wall_time_s"])}
 
 
 # ----------------------------------------------------------------------------- reading
@@ -251,7 +338,10 @@ def read_result(path: str | Path) -> dict:
 
     Returns:
         A dict with every dataset (NumPy arrays; ``z_min`` is None for density methods),
-        ``"metrics"`` (the group's attributes plus its datasets), ``"attrs"`` (file attributes as
+        ``"metrics"`` (the group's attributes plus its datasets), ``"budget"`` (the ``budget``
+        group as ``{"terms": {name: (N,) E0}, "summary": {... kcal/mol}, "gap_steps",
+        "gap_converged", "gap_config", "dtype", "wall_time_s"}``, or None for a file without one),
+        ``"attrs"`` (file attributes as
         plain values, JSON strings as written), ``"config"`` (the
         :class:`~vaedft.minimize.MinimizeConfig`), ``"functional_run"`` and ``"vae_run"`` (the
         runs' configs as dicts; ``vae_run`` None for density methods).
@@ -299,9 +389,10 @@ def read_result(path: str | Path) -> dict:
         for name in METRIC_DATASETS:
             metrics[name] = g[name][()]
 
-    n = out["e_min"].shape[0] if out["e_min"].ndim == 1 else -1
-    if n < 1:
-        raise ResultError(f"{path}: e_min must be a non-empty 1-D array, got shape {out['e_min'].shape}")
+        n = out["e_min"].shape[0] if out["e_min"].ndim == 1 else -1
+        if n < 1:
+            raise ResultError(f"{path}: e_min must be a non-empty 1-D array, got shape {out['e_min'].shape}")
+        budget = _read_budget(path, f["budget"], n) if "budget" in f else None
     grid = tuple(int(s) for s in attrs["grid_shape"])
     t_sub = len(config.history_steps)
     shapes = {name: (n,) for name in INSTANCE_DATASETS}
@@ -328,7 +419,8 @@ def read_result(path: str | Path) -> dict:
         raise ResultError(f"{path}: e_gs has NaN/inf")
     if not config.is_latent:
         out["z_min"] = None
-    out.update(metrics=metrics, attrs=attrs, config=config, functional_run=functional_run, vae_run=vae_run)
+    out.update(metrics=metrics, budget=budget, attrs=attrs, config=config, functional_run=functional_run,
+               vae_run=vae_run)
     return out
 
 
@@ -375,3 +467,31 @@ def summary_table(metrics: dict, *, method: str = "", steps: int | None = None, 
     if wall_time_s is not None:
         rows.append(("wall time of the descent (s)", f"{wall_time_s:.3g}"))
     return tabulate(rows, headers=("metric", "value"), tablefmt=tablefmt, disable_numparse=True)
+
+
+def budget_table(summary: dict | None, *, tablefmt: str = "simple") -> str:
+    """The error budget's means (kcal/mol) as a table (tabulate), one row per term.
+
+    Args:
+        summary: :func:`~vaedft.metrics.budget_summary` (or ``read_result(...)["budget"]["summary"]``);
+            None renders a one-line note that there is no budget.
+
+    Terms that were not computed show ``not computed``; signed terms show the mean of ``|term|``,
+    the variational ones (``>= 0`` up to the solver's tolerance) their minimum instead.
+    """
+    from tabulate import tabulate
+
+    from .metrics import BUDGET_TERMS, VARIATIONAL_TERMS
+
+    if summary is None:
+        return "error budget: not computed"
+    rows = []
+    for name, definition in BUDGET_TERMS.items():
+        if f"{name}_mean_kcal_per_mol" not in summary:
+            rows.append((name, definition, "not computed", ""))
+            continue
+        spread = (f"min {_g(summary[f'{name}_min_kcal_per_mol'], '.3g')}" if name in VARIATIONAL_TERMS
+                  else _g(summary[f"{name}_mean_abs_kcal_per_mol"], ".3g"))
+        rows.append((name, definition, _g(summary[f"{name}_mean_kcal_per_mol"], ".3g"), spread))
+    return tabulate(rows, headers=("error budget", "definition", "mean (kcal/mol)", "mean |.| or min (kcal/mol)"),
+                    tablefmt=tablefmt, disable_numparse=True)
