@@ -11,7 +11,23 @@ A run directory holds:
   (best-validation weights): dicts of tensors and plain numbers, each written atomically,
   loaded with ``weights_only=True``.  ``last.pt`` is all a resume needs;
 * ``state.json`` (epoch reached, best epoch and loss, early-stopping flag, wall time) and
-  ``history.csv`` (per-epoch losses): readable views of ``last.pt``.
+  ``history.csv`` (per-epoch losses, learning rate and cumulative wall time): readable views of
+  ``last.pt``.
+
+The recipe (:class:`TrainConfig`; the paper's constant learning rate is the default):
+
+* learning-rate schedules from :mod:`torch.optim.lr_scheduler`, stepped once per epoch:
+  ``constant``, or ``cosine`` decay from ``lr`` to ``lr_min`` over the epochs after the warm-up;
+  ``warmup_epochs`` > 0 prepends a linear warm-up from ``lr / 10``;
+* ``ema_decay``: an exponential moving average of the weights (and batch-norm buffers) kept by
+  :class:`torch.optim.swa_utils.AveragedModel`, updated after every step.  The averaged weights
+  are validated and are what ``best.pt`` and ``last.pt["model"]`` serve; the raw weights are kept
+  in ``last.pt`` for the resume;
+* ``derivative_weight`` (functional only): Sobolev training.  For a single-particle ground state
+  the exact functional derivative is known from the data, ``dF/dn(x) = e - V(x)`` up to a
+  constant (the chemical potential), so the loss gains ``w * mean_b dx^d sum_x (g - g_mean +
+  V - V_mean)^2`` with ``g = dF_w/dn`` (autograd of ``F_w`` divided by ``dx^d``) by double
+  backpropagation; the grid means remove the unknown constant.
 
 Resuming: rerun the same command.  The data order and the reparameterisation noise of
 epoch ``e`` are pure functions of ``(seed, e)``, and weights, optimizer and batch-norm
@@ -57,6 +73,9 @@ __all__ = ["KINDS", "TrainConfig", "train", "train_step", "load_run", "file_sha2
 
 KINDS = ("vae", "functional")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+SCHEDULES = ("constant", "cosine")
+#: Settings added after the first release; left out of ``TrainConfig.to_dict`` at their defaults.
+RECIPE_FIELDS = ("schedule", "lr_min", "warmup_epochs", "ema_decay", "derivative_weight")
 
 
 class CheckpointError(ValueError):
@@ -77,6 +96,15 @@ class TrainConfig:
         beta: weight of the KL term (VAE only).
         patience: stop after this many epochs without a better validation loss (None: never).
         n_limit: use only the first ``n_limit`` instances of the file (None: all).
+        schedule: ``"constant"`` (paper) or ``"cosine"`` (to ``lr_min`` at the last epoch).
+        lr_min: final learning rate of the cosine schedule.
+        warmup_epochs: linear warm-up from ``lr / 10`` to ``lr`` over this many epochs (0: none).
+        ema_decay: decay of the weight average that the checkpoints serve (None: no averaging).
+        derivative_weight: weight of the functional-derivative (Sobolev) loss, in units of
+            ``E0^-1 a0^-d`` times the F loss (functional only; 0: off, the paper).
+
+    ``to_dict`` leaves out the recipe fields that hold their defaults, so the runs and cached
+    artifacts made before they existed keep their identity.
     """
 
     epochs: int = 1200
@@ -88,6 +116,11 @@ class TrainConfig:
     beta: float = 1.0
     patience: int | None = None
     n_limit: int | None = None
+    schedule: str = "constant"
+    lr_min: float = 0.0
+    warmup_epochs: int = 0
+    ema_decay: float | None = None
+    derivative_weight: float = 0.0
 
     def __post_init__(self) -> None:
         def positive_int(name, allow_none=False):
@@ -111,9 +144,26 @@ class TrainConfig:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not (isinstance(self.lr_min, (int, float)) and math.isfinite(self.lr_min) and 0 <= self.lr_min <= self.lr):
+            raise ValueError(f"lr_min must lie in [0, lr = {self.lr}], got {self.lr_min!r}")
+        w = self.warmup_epochs
+        if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or not 0 <= w < self.epochs:
+            raise ValueError(f"warmup_epochs must be an integer in [0, epochs = {self.epochs}), got {w!r}")
+        d = self.ema_decay
+        if d is not None and (isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < d < 1.0):
+            raise ValueError(f"ema_decay must lie in (0, 1) or be None, got {d!r}")
+        dw = self.derivative_weight
+        if isinstance(dw, bool) or not isinstance(dw, (int, float)) or not (math.isfinite(dw) and dw >= 0):
+            raise ValueError(f"derivative_weight must be a finite number >= 0, got {dw!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        for f in dataclasses.fields(self):
+            if f.name in RECIPE_FIELDS and out[f.name] == f.default:
+                del out[f.name]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -189,37 +239,88 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def _load_tensors(path: Path, kind: str, n: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _load_tensors(path: Path, kind: str, n: int, dtype, device, potential: bool = False):
+    """``(densities, F or None, V or None)`` of the first ``n`` instances, on the device."""
+    def field(f, name):
+        return torch.from_numpy(np.asarray(f[name][:n], dtype=np.float64)).to(device=device, dtype=dtype)
+
     with h5py.File(path, "r") as f:
-        dens = torch.from_numpy(np.asarray(f["density"][:n], dtype=np.float64)).to(device=device, dtype=dtype)
-        target = None
-        if kind == "functional":
-            target = torch.from_numpy(np.asarray(f["F"][:n], dtype=np.float64)).to(device=device, dtype=dtype)
-    return dens, target
+        dens = field(f, "density")
+        target = field(f, "F") if kind == "functional" else None
+        V = field(f, "potential") if potential else None
+    return dens, target, V
 
 
-def _losses(kind, model, x, y, beta, generator):
-    """(total, parts) for one batch; parts are detached per-batch sums for the history."""
+def derivative_loss(model, x: torch.Tensor, V: torch.Tensor, *, create_graph: bool = True):
+    """``(F_w[x], loss)``: the functional's values ``(B,)`` and the mean squared error of its
+    derivative against the exact one, a scalar in E0^2 a0^d.
+
+    For a ground state ``n`` of ``-1/2 Laplacian + V`` the exact derivative is ``e - V(x)``:
+    the loss is ``mean_b dx^d sum_x (g - <g> + V - <V>)^2`` with ``g = dF_w/dn`` (the gradient of
+    ``F_w`` divided by the cell volume ``dx^d``) and ``<.>`` the grid mean, which removes the
+    unknown constant.  ``x`` and ``V`` are ``(B, *grid)``; ``create_graph`` keeps the graph for
+    the second backward pass of training (works under ``torch.no_grad`` too, for validation).
+    """
+    cell = model.config.cell_volume
+    dims = tuple(range(1, x.dim()))
+    with torch.enable_grad():
+        xr = x.detach().requires_grad_(True)
+        pred = model(xr, validate=False)
+        (g,) = torch.autograd.grad(pred.sum(), xr, create_graph=create_graph)
+    g = g / cell
+    r = (g - g.mean(dim=dims, keepdim=True)) + (V - V.mean(dim=dims, keepdim=True))
+    return pred, cell * r.square().sum(dim=dims).mean()
+
+
+def _losses(kind, model, x, y, beta, generator, v=None, derivative_weight=0.0):
+    """(total, parts) for one batch; parts are detached per-batch values for the history
+    (VAE: reconstruction, KL; functional with the derivative loss: F loss, derivative loss)."""
     if kind == "vae":
         n_hat, mu, logvar = model(x, generator=generator, validate=False)
         total, rec, kl = vae_loss(n_hat, x, mu, logvar, beta)
         return total, (rec.detach(), kl.detach())
+    if derivative_weight:
+        pred, dloss = derivative_loss(model, x, v, create_graph=torch.is_grad_enabled())
+        floss = functional_loss(pred, y)
+        return floss + derivative_weight * dloss, (floss.detach(), dloss.detach())
     pred = model(x, validate=False)
-    total = functional_loss(pred, y)
-    return total, ()
+    return functional_loss(pred, y), ()
 
 
-def train_step(kind, model, opt, x, y, beta, noise, sums) -> None:
-    """One optimisation step on a batch; adds ``(loss, rec, kl) * batch size`` to ``sums``
-    on the device (no host sync).  The training loop and the throughput benchmark share it."""
-    loss, parts = _losses(kind, model, x, y, beta, noise)
+def train_step(kind, model, opt, x, y, beta, noise, sums, *, v=None, derivative_weight=0.0, ema=None) -> None:
+    """One optimisation step on a batch; adds ``(loss, part1, part2) * batch size`` to ``sums``
+    on the device (no host sync); updates the weight average ``ema`` if given.  The training loop
+    and the throughput benchmark share it."""
+    loss, parts = _losses(kind, model, x, y, beta, noise, v, derivative_weight)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+    if ema is not None:
+        ema.update_parameters(model)
     k = x.shape[0]
     sums[0] += loss.detach() * k
     for j, p in enumerate(parts, 1):
         sums[j] += p * k
+
+
+def make_scheduler(opt: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-epoch learning-rate schedule of ``config`` (see the module docstring)."""
+    sched = torch.optim.lr_scheduler
+    w = config.warmup_epochs
+    if config.schedule == "cosine":
+        main = sched.CosineAnnealingLR(opt, T_max=max(1, config.epochs - w - 1), eta_min=config.lr_min)
+    else:
+        main = sched.ConstantLR(opt, factor=1.0, total_iters=0)
+    if w == 0:
+        return main
+    warm = sched.LinearLR(opt, start_factor=0.1, end_factor=1.0, total_iters=w)
+    return sched.SequentialLR(opt, [warm, main], milestones=[w])
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """Exponential moving average of ``model``'s weights and buffers (batch-norm statistics)."""
+    swa = torch.optim.swa_utils
+    return swa.AveragedModel(model, multi_avg_fn=swa.get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def train(
@@ -290,13 +391,15 @@ def train(
     else:
         _atomic_json(cfg_path, run)
 
+    if kind == "vae" and config.derivative_weight:
+        raise ValueError("derivative_weight applies to the functional only")
     train_idx, val_idx = _split(n, config.val_fraction, config.seed)
-    dens, target = _load_tensors(data, kind, n, dtype, dev)
-    x_tr, x_val = dens[torch.as_tensor(train_idx, device=dev)], dens[torch.as_tensor(val_idx, device=dev)]
-    y_tr = y_val = None
-    if target is not None:
-        y_tr, y_val = target[torch.as_tensor(train_idx, device=dev)], target[torch.as_tensor(val_idx, device=dev)]
-    del dens, target
+    dens, target, pot = _load_tensors(data, kind, n, dtype, dev, potential=bool(config.derivative_weight))
+    ti, vi = torch.as_tensor(train_idx, device=dev), torch.as_tensor(val_idx, device=dev)
+    x_tr, x_val = dens[ti], dens[vi]
+    y_tr, y_val = (None, None) if target is None else (target[ti], target[vi])
+    v_tr, v_val = (None, None) if pot is None else (pot[ti], pot[vi])
+    del dens, target, pot
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -305,6 +408,9 @@ def train(
         model.set_target_scaling(float(y_tr.mean()), float(y_tr.std()) if len(y_tr) > 1 else 1.0)
     model = model.to(device=dev, dtype=dtype)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = make_scheduler(opt, config)
+    ema = make_ema(model, config.ema_decay) if config.ema_decay is not None else None
+    served = model if ema is None else ema.module  # the weights validated and checkpointed
 
     state = {"epoch": 0, "best_epoch": None, "best_val_loss": None, "stopped_early": False,
              "finished": False, "wall_time_s": 0.0}
@@ -313,15 +419,23 @@ def train(
     if last.exists():
         ckpt = torch.load(last, map_location=dev, weights_only=True)
         try:
-            model.load_state_dict(ckpt["model"])
+            model.load_state_dict(ckpt["train_model"] if ema is not None else ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
+            if "scheduler" in ckpt:
+                scheduler.load_state_dict(ckpt["scheduler"])
+            else:  # a checkpoint from before schedules existed: replay the (deterministic) schedule
+                for _ in range(int(ckpt["epoch"])):
+                    scheduler.step()
+            if ema is not None:
+                ema.load_state_dict(ckpt["ema"])
             state, history = dict(ckpt["state"]), [dict(r) for r in ckpt["history"]]
-        except (KeyError, RuntimeError, ValueError) as exc:
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{last} does not fit this run: {exc}") from None
         _write_views(out, state, history)  # a crash may have left them behind last.pt
     if state["finished"]:
         return state
 
+    part_names = ("rec", "kl") if kind == "vae" else (("f", "deriv") if config.derivative_weight else ())
     n_tr = x_tr.shape[0]
     bs = config.batch_size
     noise = torch.Generator(device=dev)
@@ -331,6 +445,7 @@ def train(
     bar = tqdm(total=config.epochs, initial=start_epoch, desc=f"train {kind}", unit="epoch", disable=not progress)
     try:
         for epoch in range(start_epoch, stop_at):
+            lr_now = opt.param_groups[0]["lr"]
             model.train()
             order_gen = torch.Generator().manual_seed(_stream(config.seed, epoch, 0))
             order = torch.randperm(n_tr, generator=order_gen).to(dev)
@@ -338,41 +453,49 @@ def train(
             sums = torch.zeros(3, dtype=torch.float64, device=dev)
             for lo in range(0, n_tr, bs):
                 idx = order[lo : lo + bs]
-                train_step(kind, model, opt, x_tr[idx], None if y_tr is None else y_tr[idx], config.beta, noise, sums)
-            model.eval()
+                train_step(kind, model, opt, x_tr[idx], None if y_tr is None else y_tr[idx], config.beta, noise, sums,
+                           v=None if v_tr is None else v_tr[idx], derivative_weight=config.derivative_weight, ema=ema)
+            scheduler.step()
+            served.eval()
             vsums = torch.zeros(3, dtype=torch.float64, device=dev)
             with torch.no_grad():
                 for lo in range(0, x_val.shape[0], 4 * bs):
-                    xv = x_val[lo : lo + 4 * bs]
-                    yv = None if y_val is None else y_val[lo : lo + 4 * bs]
-                    loss, parts = _losses(kind, model, xv, yv, config.beta, None)
-                    vsums[0] += loss * xv.shape[0]
+                    sl = slice(lo, lo + 4 * bs)
+                    xv = x_val[sl]
+                    loss, parts = _losses(kind, served, xv, None if y_val is None else y_val[sl], config.beta, None,
+                                          None if v_val is None else v_val[sl], config.derivative_weight)
+                    vsums[0] += (parts[0] if kind == "functional" and parts else loss) * xv.shape[0]
                     for j, p in enumerate(parts, 1):
                         vsums[j] += p * xv.shape[0]
             tr = (sums / n_tr).tolist()  # the one host sync of the epoch
             va = (vsums / x_val.shape[0]).tolist()
+            state["wall_time_s"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            # the functional's val_loss is the F loss alone, with or without the derivative term
             row = {"epoch": epoch + 1, "train_loss": tr[0], "val_loss": va[0]}
-            if kind == "vae":
-                row.update(train_rec=tr[1], train_kl=tr[2], val_rec=va[1], val_kl=va[2])
+            row.update({f"train_{name}": tr[j] for j, name in enumerate(part_names, 1)})
+            row.update({f"val_{name}": va[j] for j, name in enumerate(part_names, 1)})
+            row.update(lr=lr_now, wall_time_s=state["wall_time_s"])
             history.append(row)
             if not math.isfinite(va[0]) or not math.isfinite(tr[0]):
                 raise FloatingPointError(f"loss became {tr[0]} / {va[0]} at epoch {epoch + 1}; lower the lr")
             state["epoch"] = epoch + 1
             if state["best_val_loss"] is None or va[0] < state["best_val_loss"]:
                 state["best_val_loss"], state["best_epoch"] = va[0], epoch + 1
-                _atomic_torch(out / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1})
+                _atomic_torch(out / "best.pt", {"model": served.state_dict(), "epoch": epoch + 1})
             if config.patience is not None and epoch + 1 - state["best_epoch"] >= config.patience:
                 state["stopped_early"] = True
             state["finished"] = state["stopped_early"] or state["epoch"] >= config.epochs
-            state["wall_time_s"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
             # last.pt alone (one atomic write) is what a resume reads; state.json and
             # history.csv are views of it, rewritten on resume if a crash left them behind
-            _atomic_torch(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                                 "state": dict(state), "history": history})
+            ckpt = {"model": served.state_dict(), "optimizer": opt.state_dict(), "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1, "state": dict(state), "history": history}
+            if ema is not None:
+                ckpt.update(train_model=model.state_dict(), ema=ema.state_dict())
+            _atomic_torch(last, ckpt)
             _write_views(out, state, history)
             bar.update(1)
-            bar.set_postfix(train=f"{tr[0]:.3g}", val=f"{va[0]:.3g}")
+            bar.set_postfix(train=f"{tr[0]:.3g}", val=f"{va[0]:.3g}", lr=f"{lr_now:.2g}")
             if state["stopped_early"]:
                 break
     finally:

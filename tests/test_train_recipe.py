@@ -1,0 +1,199 @@
+"""The training recipe of :mod:`vaedft.train`: learning-rate schedules, weight averaging (EMA) and
+the functional-derivative (Sobolev) loss.
+
+The schedules are checked against their closed forms, the EMA against the definition of an
+exponential average, the derivative loss against the exact functional on exact ground states
+(where it must vanish), and every recipe against the one property a long CPU run depends on: a
+killed run ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import vaedft.train as train_mod
+from vaedft.data.generate import generate_dataset
+from vaedft.data.store import read_arrays
+from vaedft.models import functional_preset, vae_preset
+from vaedft.physics import ExactKineticFunctional, get_testbed
+from vaedft.train import RECIPE_FIELDS, TrainConfig, derivative_loss, load_run, train
+
+from test_train import Crash, assert_same_run, history, load_pt
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL_F = functional_preset("gaussian1d").replace(channels=(6,) * 5, kernel=5)
+SMALL_V = vae_preset("gaussian1d", 4).replace(channels=(6,) * 5, kernel=5, dense=(16, 8))
+RECIPE = TrainConfig(epochs=6, lr=2e-3, batch_size=50, seed=5, n_limit=120, schedule="cosine", lr_min=1e-5,
+                     warmup_epochs=2, ema_decay=0.9)
+SOBOLEV = TrainConfig.from_dict({**RECIPE.to_dict(), "derivative_weight": 1e-3})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe")
+    return generate_dataset(get_testbed("gaussian1d"), root / "g.h5", n=150, seed=4, progress=False)
+
+
+def run(kind, data, out, cfg, **kw):
+    model = SMALL_V if kind == "vae" else SMALL_F
+    return train(kind, data, out, model_config=model, config=cfg, device="cpu", progress=False, **kw)
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def test_cosine_with_warmup_follows_its_closed_form(data, tmp_path):
+    run("functional", data, tmp_path / "r", RECIPE)
+    lr = history(tmp_path / "r")["lr"].to_numpy()
+    w, E, hi, lo = RECIPE.warmup_epochs, RECIPE.epochs, RECIPE.lr, RECIPE.lr_min
+    warm = [hi * (0.1 + 0.9 * e / w) for e in range(w)]
+    cos = [lo + (hi - lo) * (1 + math.cos(math.pi * e / (E - w - 1))) / 2 for e in range(E - w)]
+    np.testing.assert_allclose(lr, warm + cos, rtol=1e-12)
+    assert lr[-1] == pytest.approx(lo)
+
+
+def test_constant_schedule_is_the_paper(data, tmp_path):
+    cfg = TrainConfig(epochs=3, lr=1e-3, batch_size=50, n_limit=80)
+    run("functional", data, tmp_path / "r", cfg)
+    h = history(tmp_path / "r")
+    assert list(h["lr"]) == [1e-3] * 3
+    assert np.all(np.diff(h["wall_time_s"]) > 0)
+
+
+def test_default_recipe_keeps_the_config_identity():
+    """Runs and cached artifacts made before the recipe existed keep their config (and hash)."""
+    old_keys = {"epochs", "lr", "batch_size", "val_fraction", "seed", "dtype", "beta", "patience", "n_limit"}
+    assert set(TrainConfig().to_dict()) == old_keys
+    assert set(RECIPE.to_dict()) - old_keys == {"schedule", "lr_min", "warmup_epochs", "ema_decay"}
+    assert TrainConfig.from_dict(SOBOLEV.to_dict()) == SOBOLEV
+    assert set(RECIPE_FIELDS) <= {f for f in TrainConfig.__dataclass_fields__}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"schedule": "step"}, {"lr_min": -1.0}, {"lr_min": 1.0}, {"warmup_epochs": -1}, {"warmup_epochs": 6},
+     {"warmup_epochs": 1.5}, {"ema_decay": 1.0}, {"ema_decay": 0.0}, {"ema_decay": True},
+     {"derivative_weight": -1.0}, {"derivative_weight": float("nan")}],
+    ids=lambda b: "-".join(f"{k}={v}" for k, v in b.items()),
+)
+def test_bad_recipe_raises(bad):
+    with pytest.raises(ValueError):
+        TrainConfig(**{"epochs": 6, "lr": 1e-3, **bad})
+
+
+def test_derivative_loss_is_refused_for_the_vae(data, tmp_path):
+    with pytest.raises(ValueError, match="functional only"):
+        run("vae", data, tmp_path / "v", SOBOLEV)
+
+
+# ----------------------------------------------------------------------------- EMA
+
+
+def test_ema_checkpoints_serve_the_average(data, tmp_path):
+    out = tmp_path / "r"
+    run("functional", data, out, RECIPE)
+    last = load_pt(out / "last.pt")
+    served, raw = last["model"], last["train_model"]
+    ema = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert served.keys() == raw.keys() == ema.keys()
+    for k in served:
+        assert torch.equal(served[k], ema[k])
+    assert any(not torch.equal(served[k], raw[k]) for k in served)
+    model, _ = load_run(out, which="last")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, served[k])
+
+
+def test_ema_is_the_exponential_average_of_the_weights(data, tmp_path):
+    """One epoch of two steps: the average is ((w0 d + w1 (1-d)) d + w2 (1-d)) with w0 the initial weights."""
+    d = 0.7
+    cfg = TrainConfig(epochs=1, lr=1e-2, batch_size=50, n_limit=125, seed=1, ema_decay=d)  # 100 train: 2 steps
+    weights = []
+    real = train_mod.train_step
+
+    def spy(kind, model, *a, **kw):
+        if not weights:
+            weights.append({k: v.clone() for k, v in model.state_dict().items()})
+        real(kind, model, *a, **kw)
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(train_mod, "train_step", spy)
+    try:
+        run("functional", data, tmp_path / "r", cfg)
+    finally:
+        mp.undo()
+    assert len(weights) == 3
+    served = load_pt(tmp_path / "r" / "last.pt")["model"]
+    w0, w1, w2 = weights
+    for k in served:
+        if served[k].is_floating_point():
+            # AveragedModel copies the first update's weights, then averages: w1 d + w2 (1-d)
+            expect = w1[k] * d + w2[k] * (1 - d)
+            torch.testing.assert_close(served[k], expect, rtol=1e-5, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- Sobolev loss
+
+
+@pytest.mark.parametrize("testbed", ["gaussian1d", "speckle1d"])
+def test_derivative_loss_vanishes_for_the_exact_functional(testbed, tmp_path):
+    """dF/dn = e - V on a ground state: the exact functional's loss is ~0, and not for a wrong V."""
+    tb = get_testbed(testbed)
+    path = generate_dataset(tb, tmp_path / "d.h5", n=6, seed=0, progress=False)
+    a = read_arrays(path, ("density", "potential"))
+    n, V = torch.from_numpy(a["density"]), torch.from_numpy(a["potential"])
+    exact = ExactKineticFunctional(tb.grid).double()
+    _, loss = derivative_loss(exact, n, V, create_graph=False)
+    _, wrong = derivative_loss(exact, n, V.roll(1, dims=0), create_graph=False)
+    assert float(wrong) > 1e-3
+    assert float(loss) < 1e-8 * float(wrong)
+
+
+def test_derivative_training_records_both_losses_and_learns_the_derivative(data, tmp_path):
+    cfg = TrainConfig.from_dict({**SOBOLEV.to_dict(), "epochs": 15, "ema_decay": None, "derivative_weight": 1.0,
+                                  "n_limit": None, "batch_size": 25, "warmup_epochs": 0})
+    run("functional", data, tmp_path / "r", cfg)
+    h = history(tmp_path / "r")
+    assert {"train_f", "train_deriv", "val_f", "val_deriv"} <= set(h.columns)
+    np.testing.assert_array_equal(h["val_loss"], h["val_f"])  # best.pt is chosen on the F loss alone
+    assert h["val_deriv"].iloc[-1] < 0.8 * h["val_deriv"].iloc[0]
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("kind,cfg", [("functional", RECIPE), ("functional", SOBOLEV), ("vae", RECIPE)],
+                         ids=["functional-cosine-ema", "functional-sobolev", "vae-cosine-ema"])
+def test_recipe_resumes_bit_identically(data, tmp_path, kind, cfg):
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    if kind == "vae":
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), "beta": 1e-2})
+    run(kind, data, full, cfg)
+    for _ in range(3):
+        run(kind, data, parts, cfg, max_epochs_this_call=1)
+    run(kind, data, parts, cfg)
+    assert_same_run(full, parts)
+
+
+def test_recipe_killed_before_last_pt_resumes(data, tmp_path, monkeypatch):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    run("functional", data, full, SOBOLEV)
+    real = train_mod._atomic_torch
+
+    def write(path, obj):
+        if path.name == "last.pt" and obj["epoch"] == 3:  # after the warm-up, mid-cosine
+            raise Crash
+        return real(path, obj)
+
+    monkeypatch.setattr(train_mod, "_atomic_torch", write)
+    with pytest.raises(Crash):
+        run("functional", data, killed, SOBOLEV)
+    monkeypatch.undo()
+    run("functional", data, killed, SOBOLEV)
+    assert_same_run(full, killed)
