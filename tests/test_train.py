@@ -32,7 +32,8 @@ from vaedft.models import (
     vae_preset,
 )
 from vaedft.physics import get_testbed
-from vaedft.train import CheckpointError, TrainConfig, check_run_fits_data, file_sha256, load_run, train
+from vaedft.runs import CheckpointError, check_run_fits_data, file_sha256, load_run
+from vaedft.train import TrainConfig, train
 
 #: Short trainings that learn something on 300 gaussian1d instances (measured: the VAE loss
 #: drops about 15x, the functional's MAE on held-out data is about 10x below the mean predictor's).

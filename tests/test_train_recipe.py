@@ -14,15 +14,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_train import Crash, assert_same_run, history, load_pt
 
 import vaedft.train as train_mod
 from vaedft.data.generate import generate_dataset
 from vaedft.data.store import read_arrays
 from vaedft.models import functional_preset, vae_preset
 from vaedft.physics import ExactKineticFunctional, get_testbed
-from vaedft.train import RECIPE_FIELDS, TrainConfig, derivative_loss, load_run, train
-
-from test_train import Crash, assert_same_run, history, load_pt
+from vaedft.runs import load_run
+from vaedft.train import RECIPE_FIELDS, TrainConfig, derivative_loss, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

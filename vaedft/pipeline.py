@@ -21,7 +21,7 @@ __all__ = ["minimize_files", "result_budget", "default_gap_steps"]
 
 def _read_run(run_dir, kind: str, flag: str) -> tuple[Path, dict]:
     """A run directory's config.json, after checking it is a finished run of ``kind``."""
-    from .train import CheckpointError
+    from .runs import CheckpointError
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -44,7 +44,7 @@ def _read_run(run_dir, kind: str, flag: str) -> tuple[Path, dict]:
 
 
 def _same_testbed(vae_dir: Path, vae_run: dict, f_dir: Path, f_run: dict) -> None:
-    from .train import CheckpointError
+    from .runs import CheckpointError
 
     tv, tf = vae_run["data"]["testbed"], f_run["data"]["testbed"]
     grid_v = {k: vae_run["model"].get(k) for k in ("ndim", "grid_n", "boundary")}
@@ -61,7 +61,7 @@ def _same_testbed(vae_dir: Path, vae_run: dict, f_dir: Path, f_run: dict) -> Non
 def _training_densities(run_dir: Path, run: dict, flag: str, override) -> tuple[Path, str, np.ndarray]:
     """The densities a run was trained on (its first ``n_instances``), after checking the file's sha256."""
     from .data.store import read_arrays
-    from .train import CheckpointError, file_sha256
+    from .runs import CheckpointError, file_sha256
 
     recorded = run["data"]
     path = Path(override) if override is not None else Path(recorded["path"])
@@ -135,7 +135,7 @@ def minimize_files(
     """
     from .data.store import read_arrays, validate_dataset
     from .minimize import MinimizeConfig, minimize
-    from .train import CheckpointError, check_run_fits_data, file_sha256, load_run
+    from .runs import CheckpointError, check_run_fits_data, file_sha256, load_run
 
     if not isinstance(config, MinimizeConfig):
         raise ValueError(f"config must be a MinimizeConfig, got {type(config).__name__}")
@@ -240,7 +240,7 @@ def result_budget(
     """
     from .data.store import read_arrays, read_attrs
     from .results import read_result
-    from .train import CheckpointError, file_sha256, load_run
+    from .runs import CheckpointError, file_sha256, load_run
 
     res = read_result(result_path)
     a = res["attrs"]

@@ -39,7 +39,6 @@ device and are read once per epoch.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -55,31 +54,25 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .data.store import read_attrs, testbed_from_attrs, validate_dataset
+from .data.store import validate_dataset
 from .models import (
-    VAE,
-    Functional,
     FunctionalConfig,
     VAEConfig,
-    config_from_dict,
     from_testbed,
     functional_from_testbed,
     functional_loss,
     vae_loss,
 )
 from .physics.backend import resolve_device
+from .runs import DTYPES, KINDS, CheckpointError, build_model, check_grid, file_sha256, load_run
+from .runs import atomic_json as _atomic_json
+from .runs import atomic_torch as _atomic_torch
 
 __all__ = ["KINDS", "TrainConfig", "train", "train_step", "load_run", "file_sha256", "CheckpointError"]
 
-KINDS = ("vae", "functional")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 SCHEDULES = ("constant", "cosine")
 #: Settings added after the first release; left out of ``TrainConfig.to_dict`` at their defaults.
 RECIPE_FIELDS = ("schedule", "lr_min", "warmup_epochs", "ema_decay", "derivative_weight")
-
-
-class CheckpointError(ValueError):
-    """A run directory or checkpoint that does not match what is asked of it."""
 
 
 @dataclass(frozen=True)
@@ -173,30 +166,9 @@ class TrainConfig:
         return cls(**data)
 
 
-def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
-    """sha256 of a file's content, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _stream(seed: int, epoch: int, what: int) -> int:
     """A 63-bit seed for one (seed, epoch, purpose) stream."""
     return int(np.random.SeedSequence(seed, spawn_key=(epoch, what)).generate_state(1, np.uint64)[0] >> 1)
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def _atomic_torch(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _write_views(out: Path, state: dict, history: list[dict]) -> None:
@@ -205,30 +177,6 @@ def _write_views(out: Path, state: dict, history: list[dict]) -> None:
     pd.DataFrame(history).to_csv(tmp, index=False)
     os.replace(tmp, out / "history.csv")
     _atomic_json(out / "state.json", state)
-
-
-def build_model(kind: str, config: VAEConfig | FunctionalConfig) -> torch.nn.Module:
-    if kind == "vae":
-        return VAE(config)
-    if kind == "functional":
-        return Functional(config)
-    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-
-
-def _check_grid(config, attrs: dict, what: str) -> None:
-    testbed = testbed_from_attrs(attrs)
-    grid = testbed.grid
-    mismatch = []
-    if config.ndim != grid.ndim:
-        mismatch.append(f"ndim {config.ndim} vs {grid.ndim}")
-    if config.grid_n != grid.n:
-        mismatch.append(f"grid_n {config.grid_n} vs {grid.n}")
-    if not math.isclose(config.dx, grid.dx, rel_tol=1e-12):
-        mismatch.append(f"dx {config.dx} vs {grid.dx}")
-    if config.boundary != grid.boundary:
-        mismatch.append(f"boundary {config.boundary} vs {grid.boundary}")
-    if mismatch:
-        raise CheckpointError(f"{what} does not fit the {testbed.name} data: " + ", ".join(mismatch))
 
 
 def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -365,7 +313,7 @@ def train(
     expected = VAEConfig if kind == "vae" else FunctionalConfig
     if not isinstance(model_config, expected):
         raise ValueError(f"a {kind} needs a {expected.__name__}, got {type(model_config).__name__}")
-    _check_grid(model_config, attrs, "model config")
+    check_grid(model_config, attrs, "model config")
     n_total = int(attrs["n_instances"])
     n = min(n_total, config.n_limit) if config.n_limit else n_total
 
@@ -501,41 +449,3 @@ def train(
     finally:
         bar.close()
     return state
-
-
-def load_run(run_dir: str | Path, *, which: str = "best", device: str = "cpu", dtype: str | None = None):
-    """Load a trained model from a run directory (``which``: ``"best"`` or ``"last"``).
-
-    Returns:
-        ``(model in eval mode, run config dict)``.
-
-    Raises:
-        CheckpointError: missing files, or weights that do not fit the recorded config.
-    """
-    run_dir = Path(run_dir)
-    cfg_path, ckpt_path = run_dir / "config.json", run_dir / f"{which}.pt"
-    if which not in ("best", "last"):
-        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
-    if not cfg_path.exists() or not ckpt_path.exists():
-        raise CheckpointError(f"{run_dir} is not a finished training run (needs config.json and {which}.pt)")
-    run = json.loads(cfg_path.read_text())
-    model_config = config_from_dict(run["model"])
-    model = build_model(run["kind"], model_config)
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"{ckpt_path} does not match the model in config.json: {exc}") from None
-    dt = DTYPES[dtype or run["train"]["dtype"]]
-    model = model.to(device=resolve_device(device), dtype=dt).eval()
-    return model, run
-
-
-def check_run_fits_data(run: dict, data_path: str | Path) -> None:
-    """Refuse a dataset whose testbed or grid differs from the one a run was trained on."""
-    attrs = read_attrs(data_path)
-    if attrs.get("testbed") != run["data"]["testbed"]:
-        raise CheckpointError(
-            f"{data_path} is {attrs.get('testbed')} data; the model was trained on {run['data']['testbed']}"
-        )
-    _check_grid(config_from_dict(run["model"]), attrs, "the trained model")
