@@ -4,7 +4,10 @@ A run directory (written by :func:`vaedft.train.train`) holds ``config.json`` (k
 training config, the dataset's path, sha256 and testbed), ``last.pt`` and ``best.pt`` (dicts of
 tensors and plain numbers), ``state.json`` and ``history.csv``.  This module is the one place
 that reads them: :func:`load_run` builds the model a run describes and loads its weights,
-:func:`check_run_fits_data` refuses a dataset of another testbed or grid.
+:func:`check_run_fits_data` refuses a dataset of another testbed or grid, and
+:func:`load_checkpoint` opens a checkpoint with ``torch.load(weights_only=True)``, turning every
+failure (a truncated file, a pickle that would run code) into a one-line
+:class:`CheckpointError` that names the file.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "atomic_torch",
     "build_model",
     "check_grid",
+    "load_checkpoint",
     "load_run",
     "check_run_fits_data",
 ]
@@ -87,6 +91,29 @@ def check_grid(config, attrs: dict, what: str) -> None:
         raise CheckpointError(f"{what} does not fit the {testbed.name} data: " + ", ".join(mismatch))
 
 
+def load_checkpoint(path: str | Path, *, map_location="cpu") -> dict:
+    """A checkpoint's content: a dict of tensors and plain numbers, read with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: a missing, truncated or foreign file, or one that holds anything but
+            tensors and plain data (a pickle that would run code is never executed), with a
+            one-line message that names the file.
+    """
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # pickle.UnpicklingError, RuntimeError (truncated zip), EOFError, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+            reason = "it holds objects other than tensors and plain data (a pickle that could run code)"
+        raise CheckpointError(f"{path} is not a vaedft checkpoint: {reason}; refusing to load it") from None
+    if not isinstance(obj, dict) or "model" not in obj:
+        raise CheckpointError(f"{path} is not a vaedft checkpoint (no 'model' weights)")
+    return obj
+
+
 def load_run(run_dir: str | Path, *, which: str = "best", device: str = "cpu", dtype: str | None = None):
     """Load a trained model from a run directory (``which``: ``"best"`` or ``"last"``).
 
@@ -105,7 +132,7 @@ def load_run(run_dir: str | Path, *, which: str = "best", device: str = "cpu", d
     run = json.loads(cfg_path.read_text())
     model_config = config_from_dict(run["model"])
     model = build_model(run["kind"], model_config)
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(ckpt_path)
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError) as exc:

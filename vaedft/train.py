@@ -64,7 +64,7 @@ from .models import (
     vae_loss,
 )
 from .physics.backend import resolve_device
-from .runs import DTYPES, KINDS, CheckpointError, build_model, check_grid, file_sha256, load_run
+from .runs import DTYPES, KINDS, CheckpointError, build_model, check_grid, file_sha256, load_checkpoint, load_run
 from .runs import atomic_json as _atomic_json
 from .runs import atomic_torch as _atomic_torch
 
@@ -365,7 +365,7 @@ def train(
     history: list[dict] = []
     last = out / "last.pt"
     if last.exists():
-        ckpt = torch.load(last, map_location=dev, weights_only=True)
+        ckpt = load_checkpoint(last, map_location=dev)
         try:
             model.load_state_dict(ckpt["train_model"] if ema is not None else ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
