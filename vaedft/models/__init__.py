@@ -8,6 +8,7 @@ Typical use::
 """
 
 from .config import (
+    DECODERS,
     DEFAULT_LATENT_DIM,
     FUNCTIONAL_ARCHITECTURES,
     PADDINGS,
@@ -26,16 +27,19 @@ from .functional import Functional
 from .layers import (
     DownBlock,
     FourierResample,
+    ResizeUpBlock,
     UpBlock,
     check_densities,
     count_parameters,
     fourier_resample,
+    linear_upsample,
     zero_insert_upsample,
 )
 from .losses import functional_loss, kl_divergence, reconstruction_loss, vae_loss
-from .vae import VAE, Decoder, Encoder
+from .vae import VAE, Decoder, Encoder, wall_envelope
 
 __all__ = [
+    "DECODERS",
     "DEFAULT_LATENT_DIM",
     "FUNCTIONAL_ARCHITECTURES",
     "PADDINGS",
@@ -55,10 +59,13 @@ __all__ = [
     "Decoder",
     "DownBlock",
     "UpBlock",
+    "ResizeUpBlock",
     "FourierResample",
     "check_densities",
     "count_parameters",
     "fourier_resample",
+    "linear_upsample",
+    "wall_envelope",
     "zero_insert_upsample",
     "functional_loss",
     "kl_divergence",

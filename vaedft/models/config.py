@@ -21,6 +21,15 @@ always says what the network really does:
   (4 pools: 16 -> 8 -> 4 -> 2 -> 1; the nearest size, see :mod:`vaedft.models.functional`).
   Resampling is refused for hard-wall grids, which are not periodic.
 
+The VAE config also chooses the decoder (``decoder``, see :mod:`vaedft.models.vae`):
+``"paper"`` (default; stride-2 transposed convolutions, sigmoid, normalise) or ``"smooth"``
+(linear-interpolation upsampling + convolutions, node-free amplitude ``psi`` vanishing
+smoothly at hard walls, ``n = psi**2`` normalised).
+
+``to_dict`` leaves out ``decoder`` while it holds its default, so the JSON of a paper
+config -- stored in training runs, and hashed into the benchmark's artifact cache keys -- is
+the same as before the field existed; ``from_dict`` fills it in.
+
 Presets are named after the columns of Tables I and II (the testbed names):
 ``vae_preset("gaussian1d", latent_dim=8)``, ``functional_preset("gaussian3d")``.
 :func:`from_testbed` / :func:`functional_from_testbed` build the paper's architecture for any
@@ -41,6 +50,7 @@ from ..physics.grid import BOUNDARIES, GridFields
 
 __all__ = [
     "PADDINGS",
+    "DECODERS",
     "PAPER_LATENT_DIMS",
     "DEFAULT_LATENT_DIM",
     "VAE_ARCHITECTURES",
@@ -56,6 +66,8 @@ __all__ = [
 ]
 
 PADDINGS = ("zeros", "circular")
+#: Decoder variants of the VAE (:mod:`vaedft.models.vae`): the paper's, and the smooth one.
+DECODERS = ("paper", "smooth")
 
 #: Latent dimensions l_d used in the paper (Table I).
 PAPER_LATENT_DIMS: dict[str, tuple[int, ...]] = {"gaussian1d": (4, 8), "speckle1d": (16,), "gaussian3d": (32,)}
@@ -173,6 +185,17 @@ class _ConfigMixin(GridFields):
 
     # derived sizes -------------------------------------------------------------------------
     @property
+    def box_length(self) -> float:
+        """L, the box side: ``(grid_n + 1) * dx`` between hard walls (``x_i = i dx``, walls at 0
+        and L), ``grid_n * dx`` for a periodic grid (as :class:`~vaedft.physics.grid.Grid`)."""
+        return (self.grid_n + 1) * self.dx if self.boundary == "hard_wall" else self.grid_n * self.dx
+
+    @property
+    def box_volume(self) -> float:
+        """``box_length**ndim``."""
+        return self.box_length**self.ndim
+
+    @property
     def n_blocks(self) -> int:
         """Number of conv blocks (pooling stages)."""
         return len(self.channels)
@@ -188,11 +211,20 @@ class _ConfigMixin(GridFields):
         return self.channels[-1] * self.bottleneck_n**self.ndim
 
     # JSON round trip -------------------------------------------------------------------------
+    #: Fields left out of :meth:`to_dict` while they equal their default (added after the
+    #: paper configs were first stored; their JSON and cache keys stay unchanged).
+    _omit_when_default: ClassVar[tuple[str, ...]] = ("decoder",)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples as lists) with a ``kind`` key; inverse of :meth:`from_dict`."""
+        """JSON-ready dict (tuples as lists) with a ``kind`` key; inverse of :meth:`from_dict`.
+
+        ``decoder`` appears only when it differs from its default.
+        """
         out: dict[str, Any] = {"kind": self.kind}
         for f in dataclasses.fields(self):
             val = getattr(self, f.name)
+            if f.name in self._omit_when_default and val == f.default:
+                continue
             out[f.name] = list(val) if isinstance(val, tuple) else val
         return out
 
@@ -252,6 +284,10 @@ class VAEConfig(_ConfigMixin):
             and zeros for hard-wall grids.
         resample_n: grid size the conv stack works on; ``None`` resolves to ``grid_n`` if it is
             divisible by ``2**len(channels)``, else (periodic only) to the next larger multiple.
+        decoder: ``"paper"`` (stride-2 transposed convolutions, sigmoid, normalise) or
+            ``"smooth"`` (linear upsampling + convolutions, amplitude ``psi`` with
+            ``n = psi**2``, vanishing like ``sin(pi x / L)`` at hard walls); see
+            :mod:`vaedft.models.vae`.  Same parameter count for both.
     """
 
     kind: ClassVar[str] = "vae"
@@ -267,9 +303,11 @@ class VAEConfig(_ConfigMixin):
     dense: tuple[int, ...] = (100, 50)
     padding: str | None = None
     resample_n: int | None = None
+    decoder: str = "paper"
 
     def __post_init__(self) -> None:
         self._set("latent_dim", _as_int("latent_dim", self.latent_dim))
+        _as_choice("decoder", self.decoder, DECODERS)
         self._set("dense", _as_int_tuple("dense", self.dense, allow_empty=True))
         self._validate_common(upsample_when_needed=True)
 
@@ -353,20 +391,29 @@ def _architecture(table: dict[str, dict[str, Any]], name: str) -> dict[str, Any]
         raise ValueError(f"no paper architecture for testbed {name!r}; presets: {', '.join(table)}") from None
 
 
-def from_testbed(testbed_or_attrs, latent_dim: int | None = None) -> VAEConfig:
+def from_testbed(testbed_or_attrs, latent_dim: int | None = None, *, decoder: str = "paper") -> VAEConfig:
     """The paper's VAE (Table I) on the grid of a testbed or dataset file.
 
     Args:
         testbed_or_attrs: a :class:`~vaedft.physics.testbeds.Testbed`, a testbed name, or the
             attribute dict of a dataset file (``vaedft.data.read_attrs(path)``).
         latent_dim: l_d; ``None`` takes :data:`DEFAULT_LATENT_DIM` of the testbed.
+        decoder: ``"paper"`` or ``"smooth"`` (:data:`DECODERS`).
     """
     testbed = _resolve_testbed(testbed_or_attrs)
     arch = _architecture(VAE_ARCHITECTURES, testbed.name)
     grid = testbed.grid
     if latent_dim is None:
         latent_dim = DEFAULT_LATENT_DIM[testbed.name]
-    return VAEConfig(ndim=grid.ndim, grid_n=grid.n, dx=grid.dx, boundary=grid.boundary, latent_dim=latent_dim, **arch)
+    return VAEConfig(
+        ndim=grid.ndim,
+        grid_n=grid.n,
+        dx=grid.dx,
+        boundary=grid.boundary,
+        latent_dim=latent_dim,
+        decoder=decoder,
+        **arch,
+    )
 
 
 def functional_from_testbed(testbed_or_attrs) -> FunctionalConfig:
@@ -377,10 +424,13 @@ def functional_from_testbed(testbed_or_attrs) -> FunctionalConfig:
     return FunctionalConfig(ndim=grid.ndim, grid_n=grid.n, dx=grid.dx, boundary=grid.boundary, **arch)
 
 
-def vae_preset(name: str, latent_dim: int | None = None) -> VAEConfig:
-    """Table I preset on the testbed's default grid, e.g. ``vae_preset("gaussian1d", latent_dim=8)``."""
+def vae_preset(name: str, latent_dim: int | None = None, *, decoder: str = "paper") -> VAEConfig:
+    """Table I preset on the testbed's default grid, e.g. ``vae_preset("gaussian1d", latent_dim=8)``.
+
+    ``decoder`` as in :func:`from_testbed`.
+    """
     _architecture(VAE_ARCHITECTURES, name)
-    return from_testbed(name, latent_dim)
+    return from_testbed(name, latent_dim, decoder=decoder)
 
 
 def functional_preset(name: str) -> FunctionalConfig:
