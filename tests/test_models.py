@@ -568,3 +568,105 @@ def test_float32_datasets_pass_validation():
     n = densities(config, 4, torch.float32)
     check_densities(n, config)
     VAE(config)(n)
+
+
+# ----------------------------------------------------------------------------- input scale
+
+
+def test_input_scale_default_and_volume():
+    for name in PRESETS:
+        for config in (vae_preset(name), functional_preset(name)):
+            assert config.input_scale == 1.0
+            assert "input_scale" not in config.to_dict()  # paper configs keep their stored JSON
+            assert type(config).from_dict(config.to_dict()).input_scale == 1.0
+    # L = (n + 1) dx between hard walls, n dx on a periodic grid (as physics.grid.Grid)
+    for name in PRESETS:
+        tb = get_testbed(name)
+        c = vae_preset(name)
+        assert math.isclose(c.box_length, tb.box_length, rel_tol=1e-14)
+        assert math.isclose(c.box_volume, tb.box_length**tb.ndim, rel_tol=1e-13)
+    assert vae_preset("speckle1d", input_scale="volume").input_scale == pytest.approx(14.0, rel=1e-14)
+    assert functional_preset("speckle1d", input_scale="volume").input_scale == pytest.approx(14.0, rel=1e-14)
+    assert vae_preset("gaussian1d", input_scale="volume").input_scale == pytest.approx(1.0, rel=1e-14)
+    wide = get_testbed("gaussian3d").replace(box_length=2.0)
+    assert from_testbed(wide, 32, input_scale="volume").input_scale == pytest.approx(8.0, rel=1e-13)
+    assert functional_from_testbed(wide, input_scale="volume").input_scale == pytest.approx(8.0, rel=1e-13)
+    assert functional_from_testbed("speckle1d", input_scale=2.5).input_scale == 2.5
+    attrs = json.loads(
+        json.dumps(
+            {
+                k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                for k, v in file_attrs(get_testbed("speckle1d"), n=10, seed=0).items()
+            }
+        )
+    )
+    assert from_testbed(attrs, 16, input_scale="volume") == vae_preset("speckle1d", 16, input_scale="volume")
+
+
+@pytest.mark.parametrize(
+    "config",
+    [vae_preset("speckle1d", input_scale="volume"), functional_preset("gaussian3d", input_scale=3.0)]
+    + [vae_preset("gaussian1d", decoder="smooth", input_scale=0.5)],
+)
+def test_input_scale_json_round_trip(config):
+    d = json.loads(json.dumps(config.to_dict()))
+    assert d["input_scale"] == config.input_scale
+    assert type(config).from_dict(d) == config and config_from_dict(d) == config
+    # replace keeps the number (not re-resolved); "volume" again resolves on the new grid
+    assert config.replace(grid_n=128).input_scale == config.input_scale
+    assert config.replace(grid_n=128, input_scale="volume").input_scale == pytest.approx(
+        config.replace(grid_n=128).box_volume
+    )
+
+
+def test_input_scale_bad_values_are_refused():
+    for config in (vae_preset("speckle1d"), functional_preset("speckle1d")):
+        d = config.to_dict()
+        for bad in (0, -1.0, float("nan"), float("inf"), True, "area", "Volume", None, [1.0]):
+            with pytest.raises(ValueError, match="input_scale"):
+                type(config).from_dict({**d, "input_scale": bad})
+    with pytest.raises(ValueError, match="input_scale"):
+        vae_preset("gaussian1d", input_scale="L")
+    with pytest.raises(ValueError, match="input_scale"):
+        functional_from_testbed("speckle1d", input_scale=-2.0)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_input_scale_multiplies_the_density_before_the_first_conv(name):
+    s = 7.25
+    fun1 = Functional(functional_preset(name)).double()
+    fun_s = Functional(functional_preset(name, input_scale=s)).double()
+    fun_s.load_state_dict(fun1.state_dict())  # same weights, no new parameters or buffers
+    fun1.set_target_scaling(2.0, 3.0)
+    fun_s.set_target_scaling(2.0, 3.0)
+    n = densities(fun1.config, 2).requires_grad_(True)
+    f_s = fun_s(n)
+    n_scaled = (n.detach() * s).requires_grad_(True)
+    f_1 = fun1(n_scaled, validate=False)
+    assert torch.equal(f_s, f_1)
+    # dF/dn of the unscaled density: the chain rule through the internal scaling
+    (g_s,) = torch.autograd.grad(f_s.sum(), n)
+    (g_1,) = torch.autograd.grad(f_1.sum(), n_scaled)
+    assert torch.allclose(g_s, s * g_1, rtol=1e-12, atol=0)
+    # the VAE encoder, same contract (eval mode: batch norm running statistics)
+    vae1 = VAE(vae_preset(name)).double().eval()
+    vae_s = VAE(vae_preset(name, input_scale=s)).double().eval()
+    vae_s.load_state_dict(vae1.state_dict())
+    mu_s, lv_s = vae_s.encode(n.detach())
+    mu_1, lv_1 = vae1.encode(n.detach() * s, validate=False)
+    assert torch.equal(mu_s, mu_1) and torch.equal(lv_s, lv_1)
+    # the decoder is untouched by the input scale
+    z = torch.randn(2, vae1.config.latent_dim, dtype=torch.float64)
+    assert torch.equal(vae_s.decode(z), vae1.decode(z))
+    # a different scale changes the output (the factor really enters)
+    assert not torch.allclose(fun1(n.detach()), f_s)
+
+
+def test_input_scale_one_is_the_paper_network():
+    # 1.0 given explicitly is the default, bit for bit
+    fun = Functional(functional_preset("speckle1d")).double()
+    fun1 = Functional(functional_preset("speckle1d", input_scale=1.0)).double()
+    fun1.load_state_dict(fun.state_dict())
+    n = densities(fun.config, 2)
+    assert torch.equal(fun(n), fun1(n))
+    assert functional_preset("speckle1d", input_scale=1) == functional_preset("speckle1d")

@@ -12,6 +12,13 @@ always says what the network really does:
 
 * ``padding`` -- ``"circular"`` for periodic grids, ``"zeros"`` for hard walls (the walls,
   where the density vanishes) unless given;
+* ``input_scale`` -- a factor applied to the density before the first convolution of the
+  encoder / functional (default 1.0: the paper's networks, which see ``n`` itself).  The
+  string ``"volume"`` resolves to the box volume ``L**ndim`` (:attr:`~VAEConfig.box_volume`),
+  so that the networks see the dimensionless ``n * L**d`` of mean 1 whatever the box size
+  (speckle1d: L = 14 a0, so raw densities are ~1/14).  The scaling is internal: the
+  functional still returns F in E0 for the unscaled ``n``, and autograd gives dF/dn of the
+  unscaled ``n``.  A config stores the resolved number.
 * ``resample_n`` -- the grid size the convolutional stack works on.  It equals ``grid_n``
   when ``grid_n`` is divisible by ``2**len(channels)`` (every 1D preset: 256 -> 8).  The
   periodic 18^3 grid of ``gaussian3d`` is not; there the density is Fourier-resampled
@@ -26,9 +33,9 @@ The VAE config also chooses the decoder (``decoder``, see :mod:`vaedft.models.va
 (linear-interpolation upsampling + convolutions, node-free amplitude ``psi`` vanishing
 smoothly at hard walls, ``n = psi**2`` normalised).
 
-``to_dict`` leaves out ``decoder`` while it holds its default, so the JSON of a paper
-config -- stored in training runs, and hashed into the benchmark's artifact cache keys -- is
-the same as before the field existed; ``from_dict`` fills it in.
+``to_dict`` leaves out ``decoder`` and ``input_scale`` while they hold their defaults, so the
+JSON of a paper config -- stored in training runs, and hashed into the benchmark's artifact
+cache keys -- is the same as before these fields existed; ``from_dict`` fills them in.
 
 Presets are named after the columns of Tables I and II (the testbed names):
 ``vae_preset("gaussian1d", latent_dim=8)``, ``functional_preset("gaussian3d")``.
@@ -51,6 +58,7 @@ from ..physics.grid import BOUNDARIES, GridFields
 __all__ = [
     "PADDINGS",
     "DECODERS",
+    "INPUT_SCALES",
     "PAPER_LATENT_DIMS",
     "DEFAULT_LATENT_DIM",
     "VAE_ARCHITECTURES",
@@ -68,6 +76,8 @@ __all__ = [
 PADDINGS = ("zeros", "circular")
 #: Decoder variants of the VAE (:mod:`vaedft.models.vae`): the paper's, and the smooth one.
 DECODERS = ("paper", "smooth")
+#: Named values of ``input_scale`` (besides a positive number): ``"volume"`` = ``L**ndim``.
+INPUT_SCALES = ("volume",)
 
 #: Latent dimensions l_d used in the paper (Table I).
 PAPER_LATENT_DIMS: dict[str, tuple[int, ...]] = {"gaussian1d": (4, 8), "speckle1d": (16,), "gaussian3d": (32,)}
@@ -147,6 +157,10 @@ class _ConfigMixin(GridFields):
         if self.padding is None:
             self._set("padding", "circular" if self.boundary == "periodic" else "zeros")
         _as_choice("padding", self.padding, PADDINGS)
+        if isinstance(self.input_scale, str):
+            _as_choice("input_scale", self.input_scale, INPUT_SCALES)
+            self._set("input_scale", self.box_volume)
+        self._set("input_scale", _as_positive_float("input_scale", self.input_scale))
 
         factor = 2**self.n_blocks
         if self.resample_n is None:
@@ -192,7 +206,7 @@ class _ConfigMixin(GridFields):
 
     @property
     def box_volume(self) -> float:
-        """``box_length**ndim``."""
+        """``box_length**ndim``, the value ``input_scale="volume"`` resolves to."""
         return self.box_length**self.ndim
 
     @property
@@ -213,12 +227,12 @@ class _ConfigMixin(GridFields):
     # JSON round trip -------------------------------------------------------------------------
     #: Fields left out of :meth:`to_dict` while they equal their default (added after the
     #: paper configs were first stored; their JSON and cache keys stay unchanged).
-    _omit_when_default: ClassVar[tuple[str, ...]] = ("decoder",)
+    _omit_when_default: ClassVar[tuple[str, ...]] = ("decoder", "input_scale")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples as lists) with a ``kind`` key; inverse of :meth:`from_dict`.
 
-        ``decoder`` appears only when it differs from its default.
+        ``decoder`` and ``input_scale`` appear only when they differ from their defaults.
         """
         out: dict[str, Any] = {"kind": self.kind}
         for f in dataclasses.fields(self):
@@ -259,6 +273,8 @@ class _ConfigMixin(GridFields):
 
         The resolved fields follow the change unless given: ``resample_n`` is resolved again
         when ``grid_n``, ``boundary`` or ``channels`` change, ``padding`` when ``boundary`` does.
+        ``input_scale`` is stored as a number and is kept; pass ``input_scale="volume"`` again
+        to resolve it on a changed grid.
         """
         if "resample_n" not in changes and {"grid_n", "boundary", "channels"} & set(changes):
             changes["resample_n"] = None
@@ -288,6 +304,8 @@ class VAEConfig(_ConfigMixin):
             ``"smooth"`` (linear upsampling + convolutions, amplitude ``psi`` with
             ``n = psi**2``, vanishing like ``sin(pi x / L)`` at hard walls); see
             :mod:`vaedft.models.vae`.  Same parameter count for both.
+        input_scale: the encoder sees ``n * input_scale``; a positive number or ``"volume"``
+            (resolved to :attr:`box_volume`, ``L**ndim``).  1.0 is the paper's encoder.
     """
 
     kind: ClassVar[str] = "vae"
@@ -304,6 +322,7 @@ class VAEConfig(_ConfigMixin):
     padding: str | None = None
     resample_n: int | None = None
     decoder: str = "paper"
+    input_scale: float | str = 1.0
 
     def __post_init__(self) -> None:
         self._set("latent_dim", _as_int("latent_dim", self.latent_dim))
@@ -321,6 +340,8 @@ class FunctionalConfig(_ConfigMixin):
         resample_n: grid size the conv stack works on; ``None`` resolves to ``grid_n`` if it is
             divisible by ``2**len(channels)``, else (periodic only) to the nearest multiple
             (18 -> 16 for the 3D preset).
+        input_scale: the convolutions see ``n * input_scale``; a positive number or
+            ``"volume"`` (resolved to :attr:`box_volume`).  F is still that of ``n``.
     """
 
     kind: ClassVar[str] = "functional"
@@ -334,6 +355,7 @@ class FunctionalConfig(_ConfigMixin):
     kernel: int
     padding: str | None = None
     resample_n: int | None = None
+    input_scale: float | str = 1.0
 
     def __post_init__(self) -> None:
         self._validate_common(upsample_when_needed=False)
@@ -391,7 +413,9 @@ def _architecture(table: dict[str, dict[str, Any]], name: str) -> dict[str, Any]
         raise ValueError(f"no paper architecture for testbed {name!r}; presets: {', '.join(table)}") from None
 
 
-def from_testbed(testbed_or_attrs, latent_dim: int | None = None, *, decoder: str = "paper") -> VAEConfig:
+def from_testbed(
+    testbed_or_attrs, latent_dim: int | None = None, *, decoder: str = "paper", input_scale: float | str = 1.0
+) -> VAEConfig:
     """The paper's VAE (Table I) on the grid of a testbed or dataset file.
 
     Args:
@@ -399,6 +423,8 @@ def from_testbed(testbed_or_attrs, latent_dim: int | None = None, *, decoder: st
             attribute dict of a dataset file (``vaedft.data.read_attrs(path)``).
         latent_dim: l_d; ``None`` takes :data:`DEFAULT_LATENT_DIM` of the testbed.
         decoder: ``"paper"`` or ``"smooth"`` (:data:`DECODERS`).
+        input_scale: factor on the encoder's input, a positive number or ``"volume"`` (``L**d``
+            of this grid).
     """
     testbed = _resolve_testbed(testbed_or_attrs)
     arch = _architecture(VAE_ARCHITECTURES, testbed.name)
@@ -412,28 +438,39 @@ def from_testbed(testbed_or_attrs, latent_dim: int | None = None, *, decoder: st
         boundary=grid.boundary,
         latent_dim=latent_dim,
         decoder=decoder,
+        input_scale=input_scale,
         **arch,
     )
 
 
-def functional_from_testbed(testbed_or_attrs) -> FunctionalConfig:
-    """The paper's DL functional (Table II) on the grid of a testbed or dataset file."""
+def functional_from_testbed(testbed_or_attrs, *, input_scale: float | str = 1.0) -> FunctionalConfig:
+    """The paper's DL functional (Table II) on the grid of a testbed or dataset file.
+
+    ``input_scale``: factor on the network's input, a positive number or ``"volume"`` (``L**d``).
+    """
     testbed = _resolve_testbed(testbed_or_attrs)
     arch = _architecture(FUNCTIONAL_ARCHITECTURES, testbed.name)
     grid = testbed.grid
-    return FunctionalConfig(ndim=grid.ndim, grid_n=grid.n, dx=grid.dx, boundary=grid.boundary, **arch)
+    return FunctionalConfig(
+        ndim=grid.ndim, grid_n=grid.n, dx=grid.dx, boundary=grid.boundary, input_scale=input_scale, **arch
+    )
 
 
-def vae_preset(name: str, latent_dim: int | None = None, *, decoder: str = "paper") -> VAEConfig:
+def vae_preset(
+    name: str, latent_dim: int | None = None, *, decoder: str = "paper", input_scale: float | str = 1.0
+) -> VAEConfig:
     """Table I preset on the testbed's default grid, e.g. ``vae_preset("gaussian1d", latent_dim=8)``.
 
-    ``decoder`` as in :func:`from_testbed`.
+    ``decoder`` and ``input_scale`` as in :func:`from_testbed`.
     """
     _architecture(VAE_ARCHITECTURES, name)
-    return from_testbed(name, latent_dim, decoder=decoder)
+    return from_testbed(name, latent_dim, decoder=decoder, input_scale=input_scale)
 
 
-def functional_preset(name: str) -> FunctionalConfig:
-    """Table II preset on the testbed's default grid, e.g. ``functional_preset("gaussian3d")``."""
+def functional_preset(name: str, *, input_scale: float | str = 1.0) -> FunctionalConfig:
+    """Table II preset on the testbed's default grid, e.g. ``functional_preset("gaussian3d")``.
+
+    ``input_scale`` as in :func:`functional_from_testbed`.
+    """
     _architecture(FUNCTIONAL_ARCHITECTURES, name)
-    return functional_from_testbed(name)
+    return functional_from_testbed(name, input_scale=input_scale)

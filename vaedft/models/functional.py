@@ -32,6 +32,11 @@ gaussian3d          293,521
 Closed form: convs ``c_in c_out k^d + c_out``, head ``F + 1`` with
 ``F = channels[-1] * (resample_n / 2**blocks)**d`` (checked in ``tests/test_models.py``).
 
+Input scale: the convolutions see ``n * config.input_scale`` (default 1.0, the paper's;
+``"volume"`` gives the dimensionless ``n L^d``).  The scaling is internal: ``forward(n)``
+is F of the unscaled ``n`` in E0 and ``dF/dn`` (autograd) is the derivative with respect to
+the unscaled density, as the minimizer needs.
+
 Two buffers, ``target_mean`` (0) and ``target_scale`` (1), map the head's output to
 ``F = target_mean + target_scale * head(...)``; a training loop may set them to the
 training set's mean and standard deviation of F (:meth:`Functional.set_target_scaling`) so
@@ -84,7 +89,13 @@ class Functional(nn.Module):
         self.target_scale.fill_(scale)
 
     def features(self, n: torch.Tensor) -> torch.Tensor:
-        """Last feature map ``(B, channels[-1], m, ...)``, ``m = resample_n / 2**blocks`` (no input checks)."""
+        """Last feature map ``(B, channels[-1], m, ...)``, ``m = resample_n / 2**blocks`` (no input checks).
+
+        The convolutions see ``n * config.input_scale`` (the default 1.0 skips the multiply).
+        """
+        scale = self.config.input_scale
+        if scale != 1.0:
+            n = n * scale
         return self.blocks(self.resample(n).unsqueeze(1))
 
     def forward(self, n: torch.Tensor, *, validate: bool = True) -> torch.Tensor:

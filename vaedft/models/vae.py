@@ -42,6 +42,9 @@ In closed form, with conv ``c_in c_out k^d + c_out``, batch norm ``2 c``, linear
 ``F = channels[-1] * (resample_n / 2**blocks)**d``, decoder ``Linear(l_d, F)``, mirrored
 convs, BN on all up-blocks but the last (checked in ``tests/test_models.py``).
 
+Input scale: the encoder sees ``n * config.input_scale`` (1.0, the paper's, by default; with
+``input_scale="volume"`` the dimensionless ``n L^d`` of mean 1).  No parameters.
+
 The smooth decoder (``config.decoder = "smooth"``)
 --------------------------------------------------
 
@@ -141,6 +144,9 @@ class Encoder(nn.Module):
 
     def features(self, n: torch.Tensor) -> torch.Tensor:
         """Last feature map ``(B, channels[-1], m, ...)`` with ``m = resample_n / 2**blocks``."""
+        scale = self.config.input_scale
+        if scale != 1.0:  # the default skips the multiply: bit-identical to the paper encoder
+            n = n * scale
         return self.blocks(self.resample(n).unsqueeze(1))
 
     def forward(self, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
