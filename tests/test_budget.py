@@ -29,6 +29,7 @@ from vaedft.minimize import ExactKineticFunctional, MinimizeConfig, grid_spec, l
 from vaedft.models import VAE, vae_preset
 from vaedft.physics import get_testbed
 from vaedft.physics.eigensolver import ground_state
+from vaedft.report.markdown import budget_tables
 
 #: the exact functional against the solver's own ground states: agreement to this (E0)
 TOL = 1e-8
@@ -263,3 +264,26 @@ def test_refusals():
         error_budget(small_vae("gaussian1d"), exact, *args, np.zeros((2, 3)), grid=d["grid"], gap=False)
     with pytest.raises(ValueError, match="latent minimization"):
         error_budget(small_vae("gaussian1d"), exact, *args, grid=d["grid"], gap_options={"method": "density-gd"})
+
+
+def test_budget_tables_in_the_report():
+    metrics = {
+        "gaussian1d/ld4/beta1e-05/mean_abs_energy_error": 0.01,
+        "gaussian1d/ld4/beta1e-05/budget_total_mean_kcal_per_mol": 1.25,
+        "gaussian1d/ld4/beta1e-05/budget_total_mean_abs_kcal_per_mol": 2.5,
+        "gaussian1d/ld4/beta1e-05/budget_manifold_gap_mean_kcal_per_mol": 0.5,
+        "gaussian1d/ld8/beta1e-05/budget_total_mean_kcal_per_mol": float("nan"),
+        "speckle1d/density-gd/budget_functional_error_mean_kcal_per_mol": -0.125,
+        "speckle1d/ld16/beta1e-05/instance0/budget_total_kcal_per_mol": 3.0,
+    }
+    text = "\n".join(budget_tables(metrics))
+    assert "**Error budget, gaussian1d**" in text and "**Error budget, speckle1d**" in text
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| case") and "manifold_gap" in line)
+    assert header.index("manifold_gap") < header.index("total")  # the order of BUDGET_TERMS
+    assert any("ld4/beta1e-05" in line and "1.25" in line and "0.5" in line for line in lines)
+    assert any("ld8/beta1e-05" in line and "nan" in line for line in lines)
+    assert any("density-gd" in line and "-0.125" in line for line in lines)
+    assert any("instance0" in line and "3" in line for line in lines)
+    assert "2.5" not in text  # mean per term only
+    assert budget_tables({"gaussian1d/ld4/beta1e-05/mean_abs_energy_error": 0.01}) == []

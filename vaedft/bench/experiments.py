@@ -8,6 +8,12 @@ measures and plots.  Energies in E0 (kcal/mol only in figures and tables where m
 density and reconstruction errors are ``int |n - n'| d^dx`` (dimensionless).
 
 Metric names: ``<testbed>/ld<l_d>/beta<beta>/<quantity>`` (see :func:`~vaedft.bench.context.metric_name`).
+
+Every experiment that minimizes also reports the error budget of each minimization
+(:func:`budget_metrics`: ``budget_<term>_mean_kcal_per_mol`` and the mean |.| or min, in kcal/mol;
+``budget_<term>_kcal_per_mol`` for a single shown instance); the report renders them as one budget
+table per testbed (:mod:`vaedft.report.markdown`).  These metrics are not in the committed
+references; ``vaedft-bench check`` ignores metrics a reference does not list.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 from ..metrics import KCAL_PER_MOL
 from .context import Context, Output, beta_tag, metric_name
 
-__all__ = ["EXPERIMENTS", "energy_metrics"]
+__all__ = ["EXPERIMENTS", "energy_metrics", "budget_metrics"]
 
 CA = KCAL_PER_MOL
 
@@ -69,6 +75,57 @@ def energy_metrics(result: Mapping) -> dict[str, float]:
         "n_diverged": float(n_div),
         "density_error": float(m["density_error_mean"]),
     }
+
+
+#: budgets computed here for cached results written before budgets existed, by artifact key (once per process)
+_BUDGETS: dict[str, Any] = {}
+
+
+def _budget(ctx: Context, artifact, result: Mapping) -> dict | None:
+    """The stored error budget of a minimization result (``read_result``'s ``"budget"``).
+
+    A result cached before budgets existed has none: its budget is computed from the artifact's own
+    runs and test set (:func:`vaedft.pipeline.result_budget`, memoised per process) and not written
+    back (a cached artifact is never changed).  None (and a note) if that fails.
+    """
+    if result.get("budget") is not None:
+        return result["budget"]
+    if artifact.key not in _BUDGETS:
+        from ..metrics import budget_summary
+        from ..pipeline import result_budget
+        from .artifacts import Artifact
+
+        spec = artifact.data
+        try:
+            b = result_budget(
+                ctx.path(artifact), functional_dir=ctx.path(Artifact.make("functional", spec["functional"])),
+                vae_dir=None if spec.get("vae") is None else ctx.path(Artifact.make("vae", spec["vae"])),
+                test_data=ctx.path(Artifact.make("dataset", spec["test"])), device=ctx.device,
+            )
+            _BUDGETS[artifact.key] = {"terms": b.terms, "summary": budget_summary(b)}
+        except (OSError, ValueError, RuntimeError) as exc:
+            _BUDGETS[artifact.key] = {"error": str(exc)}
+    got = _BUDGETS[artifact.key]
+    return None if "error" in got else got
+
+
+def budget_metrics(budget: Mapping | None, instance: int | None = None) -> dict[str, float]:
+    """Benchmark metrics of an error budget (``read_result(...)["budget"]``), in kcal/mol.
+
+    ``budget_<term>_mean_kcal_per_mol`` and ``budget_<term>_mean_abs_kcal_per_mol`` (signed terms) or
+    ``budget_<term>_min_kcal_per_mol`` (variational terms) of every stored term; with ``instance``, that
+    instance's ``budget_<term>_kcal_per_mol``.  Empty for None.
+    """
+    from ..metrics import KCAL_PER_MOL
+
+    if budget is None:
+        return {}
+    if instance is not None:
+        return {f"budget_{name}_kcal_per_mol": float(values[instance]) / KCAL_PER_MOL
+                for name, values in budget["terms"].items()}
+    stats = ("_mean_kcal_per_mol", "_mean_abs_kcal_per_mol", "_min_kcal_per_mol")
+    return {f"budget_{key}": float(value) for key, value in budget["summary"].items()
+            if key.endswith(stats)}
 
 
 def _put(out: Output, testbed: str, ld, beta, values: Mapping[str, float], *extra: str) -> None:
@@ -202,7 +259,7 @@ def error_histograms(ctx: Context, params: Mapping[str, Any]) -> Output:
             key = (p["testbed"], int(c["latent_dim"]), float(c["beta"]))
             res = _result(ctx, arts[key])
             m = energy_metrics(res)
-            _put(out, *key, m)
+            _put(out, *key, {**m, **budget_metrics(_budget(ctx, arts[key], res))})
             label = f"l_d = {key[1]}, beta = {beta_tag(key[2])}"
             errors[label] = res["metrics"]["signed_error"]
             rows.append(_energy_row([p["testbed"], key[1], beta_tag(key[2])], m))
@@ -230,8 +287,9 @@ def errors_vs_beta(ctx: Context, params: Mapping[str, Any]) -> Output:
         for ld in t["latent_dims"]:
             es, ds = [], []
             for b in betas:
-                m = energy_metrics(_result(ctx, arts[(tb, int(ld), b)]))
-                _put(out, tb, ld, b, m)
+                res = _result(ctx, arts[(tb, int(ld), b)])
+                m = energy_metrics(res)
+                _put(out, tb, ld, b, {**m, **budget_metrics(_budget(ctx, arts[(tb, int(ld), b)], res))})
                 es.append(m["mean_abs_energy_error"] / CA)
                 ds.append(m["density_error"])
                 rows.append(_energy_row([tb, ld, beta_tag(b)], m))
@@ -269,7 +327,8 @@ def minimized_densities(ctx: Context, params: Mapping[str, Any]) -> Output:
             err = float(res["metrics"]["density_error"][i])
             de = float(res["e_min"][i] - res["e_gs"][i])
             curves[f"beta = {beta_tag(b)}"] = res["n_min"][i]
-            _put(out, tb, ld, b, {"density_error": err, "energy_error": de}, f"instance{i}")
+            budget = budget_metrics(_budget(ctx, arts[(tb, ld, b)], res), instance=i)
+            _put(out, tb, ld, b, {"density_error": err, "energy_error": de, **budget}, f"instance{i}")
             rows.append([tb, i, beta_tag(b), f"{err:.4g}", _kcal(de)])
             verdicts.append(f"{tb} beta = {beta_tag(b)}: {_kcal(de)} kcal/mol "
                             f"({'within' if abs(de) <= CA else 'NOT within'} chemical accuracy)")
@@ -305,7 +364,8 @@ def gaussian3d(ctx: Context, params: Mapping[str, Any]) -> Output:
     ferr = functional_errors(_load(ctx, f_a), test["density"], F)
     res = _result(ctx, min_a)
     m = energy_metrics(res)
-    _put(out, tb, ld, b, {**m, "reconstruction_error": rec["mean"], "functional_mae": ferr["mae"]})
+    _put(out, tb, ld, b, {**m, "reconstruction_error": rec["mean"], "functional_mae": ferr["mae"],
+                          **budget_metrics(_budget(ctx, min_a, res))})
     out.table("3D Gaussian scatterers", ["quantity", "ours", "paper"], [
         ["reconstruction error", f"{rec['mean']:.4g} +- {rec['std']:.2g}", "0.003(1)"],
         ["mean |e_min - e_gs| (E0)", f"{m['mean_abs_energy_error']:.3g}", "0.0002(2)"],
@@ -337,8 +397,8 @@ def density_slices(ctx: Context, params: Mapping[str, Any]) -> Output:
     rows = [("exact n_gs", test["density"][i]), ("minimized n_min", res["n_min"][i]), ("V (E0)", test["potential"][i])]
     path = plot_slices(ctx.figure_path("slices"), rows, zs, box_length=L, shared_scale_rows=(0, 1))
     err = float(res["metrics"]["density_error"][i])
-    _put(out, tb, ld, b, {"density_error": err, "energy_error": float(res["e_min"][i] - res["e_gs"][i])},
-         f"instance{i}")
+    _put(out, tb, ld, b, {"density_error": err, "energy_error": float(res["e_min"][i] - res["e_gs"][i]),
+                          **budget_metrics(_budget(ctx, min_a, res), instance=i)}, f"instance{i}")
     de = float(res["e_min"][i] - res["e_gs"][i])
     out.ca_verdict = (f"instance {i}: e_min - e_gs = {_kcal(de)} kcal/mol "
                       f"({'within' if abs(de) <= CA else 'NOT within'} chemical accuracy).")
@@ -373,7 +433,7 @@ def baselines(ctx: Context, params: Mapping[str, Any]) -> Output:
         for meth in ["latent", *methods]:
             res = _result(ctx, arts[(tb, meth)])
             m = energy_metrics(res)
-            _put(out, tb, None, None, m, meth)
+            _put(out, tb, None, None, {**m, **budget_metrics(_budget(ctx, arts[(tb, meth)], res))}, meth)
             name = f"latent ({res['config'].method}, l_d = {ld}, beta = {beta_tag(b)})" if meth == "latent" else meth
             rows.append(_energy_row([tb, name, res["config"].steps], m))
             errors[name] = res["metrics"]["signed_error"]
@@ -419,7 +479,7 @@ def transfer(ctx: Context, params: Mapping[str, Any]) -> Output:
             m = energy_metrics(res)
             value = trained_value if v == "trained" else v
             tag = f"{fld}={value:g}"
-            _put(out, tb, ld, b, m, tag)
+            _put(out, tb, ld, b, {**m, **budget_metrics(_budget(ctx, arts[(tb, v)], res))}, tag)
             label = f"{fld} = {value:g}" + (" (training family)" if v == "trained" else "")
             rows.append(_energy_row([tb, label], m))
             ca_rows.append((f"{tb} {label}", m))

@@ -2,20 +2,22 @@
 
 ``render_report(results)`` gives ``report.md``: a header (date, commit, versions, device, total
 time), a summary table of the paper-vs-ours verdicts, then one section per experiment with what
-the paper claims, our tables (tabulate), figures, the paper-vs-ours comparison with PASS/FAIL,
-and the chemical-accuracy verdict.  ``update_index`` keeps the generated list of reports in
+the paper claims, our tables (tabulate), the error budget of its minimizations (one table per
+testbed, built from its ``budget_*`` metrics by :func:`budget_tables`), figures, the paper-vs-ours
+comparison with PASS/FAIL, and the chemical-accuracy verdict.  ``update_index`` keeps the generated list of reports in
 ``reports/README.md`` between two marker comments, leaving the hand-written rest alone.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
 from tabulate import tabulate
 
-__all__ = ["render_report", "update_index", "INDEX_START", "INDEX_END", "verdict_counts"]
+__all__ = ["render_report", "update_index", "INDEX_START", "INDEX_END", "verdict_counts", "budget_tables"]
 
 INDEX_START = "<!-- vaedft-bench index: start (generated) -->"
 INDEX_END = "<!-- vaedft-bench index: end -->"
@@ -74,6 +76,41 @@ def _summary(results: Mapping) -> list[str]:
             _table(rows, ["experiment", "title", "figure", "PASS", "FAIL", "n/a", "time", "commit"]), ""]
 
 
+def _cell(x) -> str:
+    if x is None:
+        return "-"
+    x = float(x)
+    return f"{x:.3g}" if math.isfinite(x) else str(x)
+
+
+def budget_tables(metrics: Mapping[str, float]) -> list[str]:
+    """Markdown lines: one error-budget table per testbed (mean per term, kcal/mol) from an experiment's metrics.
+
+    Reads the metrics ``<testbed>/<case...>/budget_<term>_mean_kcal_per_mol`` (and, for a single shown
+    instance, ``.../instance<i>/budget_<term>_kcal_per_mol``) that
+    :func:`vaedft.bench.experiments.budget_metrics` writes; a row per case (the middle of the name), a
+    column per term of :data:`vaedft.metrics.BUDGET_TERMS` that any case has.  No budget metrics: no lines.
+    """
+    from ..metrics import BUDGET_TERMS
+
+    per: dict[str, dict[str, dict[str, float]]] = {}
+    for name, value in metrics.items():
+        parts = name.split("/")
+        if len(parts) < 2 or not parts[-1].startswith("budget_"):
+            continue
+        for term in BUDGET_TERMS:
+            if parts[-1] in (f"budget_{term}_mean_kcal_per_mol", f"budget_{term}_kcal_per_mol"):
+                case = "/".join(parts[1:-1]) or "-"
+                per.setdefault(parts[0], {}).setdefault(case, {})[term] = value
+    lines = []
+    for testbed, cases in per.items():
+        terms = [t for t in BUDGET_TERMS if any(t in c for c in cases.values())]
+        rows = [[case, *(_cell(c.get(t)) for t in terms)] for case, c in cases.items()]
+        lines += [f"**Error budget, {testbed}** (mean per term, kcal/mol; README: \"Reading the error budget\")", "",
+                  _table(rows, ["case", *terms]), ""]
+    return lines
+
+
 def _section(eid: str, e: Mapping) -> list[str]:
     lines = [f"## {eid}: {e.get('title', '')}" + (f" ({e['figure']})" if e.get("figure") else ""), ""]
     if e.get("error"):
@@ -82,6 +119,7 @@ def _section(eid: str, e: Mapping) -> list[str]:
         lines += [f"**The paper:** {e['claim']}", ""]
     for t in e.get("tables", []):
         lines += [f"**{t['title']}**", "", _table(t["rows"], t["headers"]), ""]
+    lines += budget_tables(e.get("metrics", {}))
     for f in e.get("figures", []):
         lines += [f"![{f['caption']}]({f['file']})", "", f"*{f['caption']}*", ""]
     comps = e.get("comparisons", [])
