@@ -109,3 +109,38 @@ def test_train_refuses_another_run_in_the_same_dir(tiny_data, tmp_path, capsys):
     assert main(argv + ["--latent", "4"]) == 0
     assert main(argv + ["--latent", "8"]) == 2
     assert "different run" in capsys.readouterr().err
+
+
+def test_train_recipe_flags_reach_the_run(tiny_data, tmp_path):
+    import json
+
+    vae_dir, f_dir = tmp_path / "vae", tmp_path / "f"
+    assert main(["train-vae", "--data", str(tiny_data), "--latent", "4", "--epochs", "3", "--batch", "40",
+                 "--lr", "1e-3", "--schedule", "cosine", "--lr-min", "1e-5", "--warmup", "1", "--ema", "0.9",
+                 "--decoder", "smooth", "--input-scale", "volume", "--out", str(vae_dir), "--no-progress"]) == 0
+    run = json.loads((vae_dir / "config.json").read_text())
+    assert run["train"] | {"schedule": "cosine", "lr_min": 1e-5, "warmup_epochs": 1, "ema_decay": 0.9} == run["train"]
+    assert run["model"]["decoder"] == "smooth" and run["model"]["latent_dim"] == 4
+    assert "input_scale" not in run["model"]  # L = 1 for gaussian1d: 'volume' is the default 1.0
+    assert main(["train-functional", "--data", str(tiny_data), "--epochs", "2", "--batch", "40",
+                 "--derivative-weight", "1e-4", "--input-scale", "2.5", "--out", str(f_dir), "--no-progress"]) == 0
+    run = json.loads((f_dir / "config.json").read_text())
+    assert run["train"]["derivative_weight"] == 1e-4 and run["model"]["input_scale"] == 2.5
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--schedule", "step"], ["--lr-min", "-1"], ["--input-scale", "area"], ["--input-scale", "0"],
+     ["--decoder", "fancy"]],
+)
+def test_train_recipe_flag_errors(tiny_data, tmp_path, argv):
+    with pytest.raises(SystemExit) as info:
+        main(["train-vae", "--data", str(tiny_data), "--out", str(tmp_path / "r"), *argv])
+    assert info.value.code == 2
+
+
+def test_train_ema_out_of_range_exits_2(tiny_data, tmp_path, capsys):
+    argv = ["train-functional", "--data", str(tiny_data), "--epochs", "1", "--out", str(tmp_path / "r"),
+            "--ema", "1.5", "--no-progress"]
+    assert main(argv) == 2
+    assert "ema_decay" in capsys.readouterr().err

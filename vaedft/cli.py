@@ -130,6 +130,15 @@ def _run_validate(args) -> int:
     return 0
 
 
+def _input_scale(text: str) -> float | str:
+    if text == "volume":
+        return text
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'volume', got {text!r}") from None
+
+
 def _add_train(sub, kind: str) -> None:
     from .models import preset_names
 
@@ -148,9 +157,26 @@ def _add_train(sub, kind: str) -> None:
         p.add_argument("--beta", type=float, default=1.0, help="KL weight beta (default 1)")
     p.add_argument("--preset", choices=preset_names(),
                    help="architecture of the paper's table for this testbed (default: the dataset's own)")
+    if kind == "vae":
+        p.add_argument("--decoder", choices=("paper", "smooth"), default="paper",
+                       help="decoder: the paper's transposed convolutions + sigmoid, or 'smooth' (resize-convolve "
+                       "upsampling, n = psi^2 vanishing at hard walls); default paper")
+    p.add_argument("--input-scale", type=_input_scale, default=1.0,
+                   help="factor on the network's input density: a number, or 'volume' for the dimensionless "
+                   "n * L^d (default 1, the paper)")
     p.add_argument("--epochs", type=_positive_int, default=1200)
     p.add_argument("--lr", type=_positive_float, default=1e-4)
     p.add_argument("--batch", type=_positive_int, default=100)
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning-rate schedule per epoch (default constant, the paper's)")
+    p.add_argument("--lr-min", type=_nonneg_float, default=0.0,
+                   help="final learning rate of the cosine schedule (default 0)")
+    p.add_argument("--warmup", type=_nonneg_int, default=0, help="epochs of linear warm-up from lr/10 (default 0)")
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999); checkpoints serve it")
+    if kind == "functional":
+        p.add_argument("--derivative-weight", type=_nonneg_float, default=0.0,
+                       help="weight of the functional-derivative (Sobolev) loss, dF/dn = e - V (default 0: off)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--patience", type=_positive_int, help="early stopping: epochs without a better validation loss")
     p.add_argument("--n-limit", type=_positive_int, help="use only the first N instances of the file")
@@ -173,8 +199,20 @@ def _run_train(args, kind: str) -> int:
         torch.set_num_threads(args.threads)
     model_config = None
     latent = getattr(args, "latent", None)
+    options = {"input_scale": args.input_scale}
+    if kind == "vae":
+        options["decoder"] = args.decoder
     if args.preset:
-        model_config = vae_preset(args.preset, latent) if kind == "vae" else functional_preset(args.preset)
+        model_config = vae_preset(args.preset, latent, **options) if kind == "vae" else functional_preset(
+            args.preset, **options)
+        latent = None
+    elif args.input_scale != 1.0 or options.get("decoder", "paper") != "paper":
+        from .data.store import validate_dataset
+        from .models import from_testbed, functional_from_testbed
+
+        attrs = validate_dataset(args.data)
+        model_config = from_testbed(attrs, latent, **options) if kind == "vae" else functional_from_testbed(
+            attrs, **options)
         latent = None
     config = TrainConfig(
         epochs=args.epochs,
@@ -186,6 +224,11 @@ def _run_train(args, kind: str) -> int:
         beta=getattr(args, "beta", 1.0),
         patience=args.patience,
         n_limit=args.n_limit,
+        schedule=args.schedule,
+        lr_min=args.lr_min,
+        warmup_epochs=args.warmup,
+        ema_decay=args.ema,
+        derivative_weight=getattr(args, "derivative_weight", 0.0),
     )
     state = train(kind, args.data, args.out, model_config=model_config, latent_dim=latent, config=config,
                   device=args.device, progress=not args.no_progress)
