@@ -215,7 +215,8 @@ def test_float32_models_are_evaluated_in_float64_copies():
     vae32 = small_vae("gaussian1d").float()
     exact = ExactKineticFunctional(d["grid"])
     b32 = error_budget(vae32, exact, d["V"], d["n_gs"], d["e_gs"], d["F"], grid=d["grid"], gap=False)
-    b64 = error_budget(vae32.double(), exact, d["V"], d["n_gs"], d["e_gs"], d["F"], grid=d["grid"], gap=False)
+    as_torch = [torch.as_tensor(d[k]) for k in ("V", "n_gs", "e_gs", "F")]  # tensors are accepted too
+    b64 = error_budget(vae32.double(), exact, *as_torch, grid=d["grid"], gap=False)
     for name in b64.terms:
         np.testing.assert_allclose(b32[name], b64[name], rtol=1e-12, atol=1e-12)
 

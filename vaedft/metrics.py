@@ -253,7 +253,7 @@ class ErrorBudget:
 
 
 def _in_dtype(module, dtype: torch.dtype):
-    """``module`` itself if its floating tensors already have ``dtype``, else a converted copy (eval mode)."""
+    """``module`` itself if its floating tensors already have ``dtype``, else a converted copy."""
     tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
     if all(t.dtype == dtype for t in tensors):
         return module
@@ -269,10 +269,15 @@ def _device_of(*modules) -> torch.device:
     return torch.device("cpu")
 
 
-def _batch_tensor(name: str, a, shape: tuple, dtype, device) -> torch.Tensor:
+def _host(a) -> np.ndarray:
+    """An array or tensor (any device) as a float64 NumPy array."""
     if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().double().numpy()
-    arr = np.asarray(a, dtype=np.float64)
+        return a.detach().cpu().double().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def _batch_tensor(name: str, a, shape: tuple, dtype, device) -> torch.Tensor:
+    arr = _host(a)
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
     if not np.isfinite(arr).all():
@@ -363,13 +368,12 @@ def error_budget(
         raise ValueError("give z_min (latent methods) or n_min (density methods), not both")
     device = _device_of(functional, vae)
     shape = spec.grid_shape
-    Vt = torch.as_tensor(np.asarray(V, dtype=np.float64), dtype=dtype, device=device)
+    Vt = torch.as_tensor(_host(V), dtype=dtype, device=device)
     N = Vt.shape[0] if Vt.dim() == len(shape) + 1 else -1
     if N < 1 or tuple(Vt.shape[1:]) != shape:
         raise ValueError(f"V must have shape (N, {', '.join(map(str, shape))}), got {tuple(Vt.shape)}")
     n_gs_t = _batch_tensor("n_gs", n_gs, (N, *shape), dtype, device)
-    e_gs = np.asarray(e_gs, dtype=np.float64)
-    F = np.asarray(F, dtype=np.float64)
+    e_gs, F = _host(e_gs), _host(F)
     for name, arr in (("e_gs", e_gs), ("F", F)):
         if arr.shape != (N,) or not np.isfinite(arr).all():
             raise ValueError(f"{name} must be {N} finite numbers, got shape {arr.shape}")
@@ -380,11 +384,10 @@ def error_budget(
     vae_d = None if vae is None else _in_dtype(vae, dtype)
     z_t = None
     if z_min is not None:
-        z_t = torch.as_tensor(np.asarray(z_min, dtype=np.float64), dtype=dtype, device=device)
+        z_t = torch.as_tensor(_host(z_min), dtype=dtype, device=device)
         if tuple(z_t.shape) != (N, int(vae.config.latent_dim)):
             raise ValueError(f"z_min must have shape ({N}, {vae.config.latent_dim}), got {tuple(z_t.shape)}")
-    nmin_t = None if n_min is None else torch.as_tensor(np.asarray(n_min, dtype=np.float64), dtype=dtype,
-                                                        device=device)
+    nmin_t = None if n_min is None else torch.as_tensor(_host(n_min), dtype=dtype, device=device)
     if nmin_t is not None and tuple(nmin_t.shape) != (N, *shape):
         raise ValueError(f"n_min must have shape ({N}, {', '.join(map(str, shape))}), got {tuple(nmin_t.shape)}")
     cell = spec.cell_volume
