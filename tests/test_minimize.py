@@ -32,12 +32,12 @@ from vaedft.minimize import (
     ExactKineticFunctional,
     MinimizeConfig,
     MinimizeResult,
-    _descend,
-    _Problem,
     latent_energy,
     minimize,
     principal_components,
 )
+from vaedft.minimize.engine import _descend
+from vaedft.minimize.problems import _Problem
 from vaedft.models import VAE, Functional, functional_preset, vae_preset
 from vaedft.physics import get_testbed, ground_state
 from vaedft.physics.testbeds import Gaussian1D
