@@ -92,9 +92,10 @@ def assert_rows_close(a: MinimizeResult, b: MinimizeResult, rows, atol=1e-10, st
         # loose states: L-BFGS may carry a row far out along a flat latent direction (|z| ~ 1e3), where
         # the rounding it amplifies is relative: allow 1e-8 of the value on top of the absolute tolerance.
         # The energies along the way follow the states (first order in their difference); the final
-        # energies sit at a minimum (second order) and keep the tight tolerance.
-        np.testing.assert_allclose(x[rows], y, rtol=1e-8 if loose else 0, atol=state_atol if loose else atol,
-                                   err_msg=name)
+        # energies of rows still moving after 30 steps follow them too, at 1e-11 relative on this
+        # CPU: the final energies get 1e-10 relative on top of the tight absolute tolerance.
+        rtol = (1e-8 if loose else 1e-10) if state_atol is not None else 0
+        np.testing.assert_allclose(x[rows], y, rtol=rtol, atol=state_atol if loose else atol, err_msg=name)
     for name in ("steps", "converged", "diverged", "best_start"):
         np.testing.assert_array_equal(getattr(a, name)[rows], getattr(b, name), err_msg=name)
 
@@ -116,7 +117,7 @@ def test_config_round_trip_and_refusals():
         MinimizeConfig.from_dict({**cfg.to_dict(), "eta": 1.0})
     bad = [
         {"method": "newton"}, {"init": "zeros"}, {"steps": 0}, {"steps": 2.5}, {"lr": 0.0}, {"lr": -1.0},
-        {"lr": math.nan}, {"starts": 0}, {"seed": -1}, {"tol_energy": -1.0}, {"tol_grad": math.inf},
+        {"lr": math.nan}, {"starts": 0}, {"seed": -1}, {"tol_energy": -1.0}, {"tol_grad": -1.0},
         {"history_every": 0}, {"adam_betas": (1.0, 0.9)}, {"adam_betas": (0.9,)}, {"lbfgs_memory": 0},
         {"divergence_threshold": 0.0}, {"n_components": 0}, {"method": "density-gd", "init": "prior"},
         {"precondition": "jacobi"}, {"precondition": "kinetic"},  # latent-gd cannot be preconditioned

@@ -56,6 +56,7 @@ def _float_parser(*, positive: bool, allow_inf: bool = False):
 _positive_float = _float_parser(positive=True)
 _nonneg_float = _float_parser(positive=False)
 _positive_float_or_inf = _float_parser(positive=True, allow_inf=True)
+_nonneg_float_or_inf = _float_parser(positive=False, allow_inf=True)
 
 
 def _add_generate(sub) -> None:
@@ -264,8 +265,12 @@ def _add_minimize(sub) -> None:
     p.add_argument("--seed", type=_nonneg_int, help=f"seed of the random starting points (default {d.seed})")
     p.add_argument("--tol-energy", type=_nonneg_float,
                    help=f"convergence: |E_t - E_t-1| below this (E0, default {d.tol_energy:g}; 0: run all steps)")
-    p.add_argument("--tol-grad", type=_nonneg_float,
-                   help=f"convergence: gradient norm below this (default {d.tol_grad:g}; 0: run all steps)")
+    p.add_argument("--tol-grad", type=_nonneg_float_or_inf,
+                   help=f"convergence: gradient norm below this (default {d.tol_grad:g}; 0: run all steps; inf: "
+                   "the energy test alone)")
+    p.add_argument("--settle-window", type=_nonneg_int,
+                   help="convergence: a row stops when its energy moved less than --tol-energy over its last this "
+                   "many steps (default 0: the per-step test)")
     p.add_argument("--n-components", type=_positive_int,
                    help=f"principal components of pca-gd (default {d.n_components})")
     p.add_argument("--history-every", type=_positive_int,
@@ -304,7 +309,7 @@ def _run_minimize(args) -> int:
         "steps": args.steps, "lr": args.lr, "init": args.init, "starts": args.starts, "seed": args.seed,
         "tol_energy": args.tol_energy, "tol_grad": args.tol_grad, "n_components": args.n_components,
         "history_every": args.history_every, "divergence_threshold": args.divergence_threshold,
-        "precondition": args.precondition,
+        "precondition": args.precondition, "settle_window": args.settle_window,
     }
     config = MinimizeConfig(method=args.method, **{k: v for k, v in given.items() if v is not None})
     if args.vae is not None and args.method in DENSITY_METHODS:

@@ -65,8 +65,13 @@ class MinimizeConfig:
         init: ``"mean"``, ``"sample"`` or ``"prior"`` (start 0; see :mod:`vaedft.minimize.engine`).
         starts: K >= 1 starting points per instance; the lowest final energy is kept.
         seed: seeds every random draw (with the instance index and the start).
-        tol_energy: per-step ``|E_t - E_{t-1}|`` threshold (E0); 0 disables convergence.
-        tol_grad: gradient-norm threshold; 0 disables convergence.
+        tol_energy: per-step ``|E_t - E_{t-1}|`` threshold (E0); 0 disables convergence.  With
+            ``settle_window = w > 0`` the change over the last ``w`` steps, ``|E_t - E_{t-w}|``.
+        tol_grad: gradient-norm threshold; 0 disables convergence, ``inf`` leaves the energy test alone.
+        settle_window: 0 (default): the per-step test above.  ``w > 0``: a row has settled, and
+            stops, when its energy moved less than ``tol_energy`` over its last ``w`` steps (and its
+            gradient norm is below ``tol_grad``).  Plain GD with a small step creeps: its per-step
+            change can be tiny long before the energy has settled, and a window sees that.
         history_every: subsampling of the energy history (steps).
         adam_betas: Adam's ``(beta1, beta2)``.
         adam_eps: Adam's epsilon.
@@ -94,6 +99,7 @@ class MinimizeConfig:
     n_components: int = 8
     precondition: str | None = None
     precondition_shift: float = 1.0
+    settle_window: int = 0
 
     def __post_init__(self) -> None:
         def put(name, value):
@@ -113,7 +119,8 @@ class MinimizeConfig:
         put("n_components", _integer("n_components", self.n_components, 1))
         put("lr", _number("lr", self.lr, positive=True))
         put("tol_energy", _number("tol_energy", self.tol_energy))
-        put("tol_grad", _number("tol_grad", self.tol_grad))
+        put("tol_grad", _number("tol_grad", self.tol_grad, allow_inf=True))
+        put("settle_window", _integer("settle_window", self.settle_window, 0))
         put("adam_eps", _number("adam_eps", self.adam_eps, positive=True))
         put("divergence_threshold", _number("divergence_threshold", self.divergence_threshold, positive=True,
                                             allow_inf=True))
@@ -146,9 +153,12 @@ class MinimizeConfig:
         return np.arange(0, self.steps + 1, self.history_every)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples as lists)."""
+        """JSON-ready dict (tuples as lists); ``settle_window`` only when set, so configs (and cached
+        results keyed by them) from before it existed keep their identity."""
         out = dataclasses.asdict(self)
         out["adam_betas"] = list(self.adam_betas)
+        if out["settle_window"] == 0:
+            del out["settle_window"]
         return out
 
     @classmethod

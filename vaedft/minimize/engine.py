@@ -13,7 +13,8 @@ the active set and never change again.
 
 Per-row rules (no row ever looks at another):
 
-* converged: after a step, ``|E_t - E_{t-1}| < tol_energy`` and ``||grad|| < tol_grad``
+* converged: after a step, ``|E_t - E_{t-1}| < tol_energy`` (``|E_t - E_{t-w}|`` with
+  ``settle_window = w``: the energy has settled over the row's last ``w`` steps) and ``||grad|| < tol_grad``
   (``tol = 0`` disables convergence, so every row runs ``steps`` steps as in the paper).
   ``||grad||`` is the Euclidean norm of ``dE/dz`` in latent space and the function-space norm
   ``sqrt(dx^d sum d^2)`` of the step direction ``d`` in density space.
@@ -96,6 +97,8 @@ def _descend(problem: _Problem, x0: torch.Tensor, cfg: MinimizeConfig, progress:
     active = torch.nonzero(finite).squeeze(1)
     xa, Ea, Ga, gna, Va = x[active], E[active], G[active], gnorm[active], problem.V[active]
     E_start = Ea.clone()
+    w = cfg.settle_window
+    past = Ea[:, None].repeat(1, w) if w else None  # past[:, t % w]: the row's energy w steps ago
     st = opt.init_state(xa)
     steps_a = torch.zeros_like(active)
 
@@ -122,9 +125,16 @@ def _descend(problem: _Problem, x0: torch.Tensor, cfg: MinimizeConfig, progress:
                 div = torch.zeros_like(ok)
                 move = ok & opt.acceptable(E_new, Ea)
                 st = opt.after(xa, Ga, x_new, G_new, move, st_new)
-            conv = move & ((E_new - Ea).abs() < cfg.tol_energy) & (gn_new < cfg.tol_grad)
+            if w:
+                conv = torch.zeros_like(move)
+            else:
+                conv = move & ((E_new - Ea).abs() < cfg.tol_energy) & (gn_new < cfg.tol_grad)
             xa = _where_rows(move, x_new, xa)
             Ea = torch.where(move, E_new, Ea)
+            if w:
+                if t >= w:
+                    conv = ~div & ((Ea - past[:, t % w]).abs() < cfg.tol_energy) & (gna < cfg.tol_grad)
+                past[:, t % w] = Ea
             Ga = _where_rows(move, G_new, Ga)
             gna = torch.where(move, gn_new, gna)
             steps_a = steps_a + (~div).long()
@@ -135,6 +145,8 @@ def _descend(problem: _Problem, x0: torch.Tensor, cfg: MinimizeConfig, progress:
                 active, xa, Ea, Ga, gna, Va, E_start, steps_a = (
                     t_[keep] for t_ in (active, xa, Ea, Ga, gna, Va, E_start, steps_a)
                 )
+                if w:
+                    past = past[keep]
                 st = {k: v[keep] for k, v in st.items()}
             if t % cfg.history_every == 0:
                 E[active] = Ea
