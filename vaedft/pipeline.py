@@ -58,8 +58,9 @@ def _same_testbed(vae_dir: Path, vae_run: dict, f_dir: Path, f_run: dict) -> Non
         )
 
 
-def _training_densities(run_dir: Path, run: dict, flag: str, override) -> tuple[Path, str, np.ndarray]:
-    """The densities a run was trained on (its first ``n_instances``), after checking the file's sha256."""
+def _training_densities(run_dir: Path, run: dict, flag: str, override, potentials: bool = False):
+    """``(path, sha256, densities, potentials or None)``: what a run was trained on (its first
+    ``n_instances``), after checking the file's sha256; the potentials only if asked for."""
     from .data.store import read_arrays
     from .runs import CheckpointError, file_sha256
 
@@ -79,8 +80,9 @@ def _training_densities(run_dir: Path, run: dict, flag: str, override) -> tuple[
             f"recorded {recorded['sha256']} ({recorded['path']}); give that file with --train-data"
         )
     n = int(recorded.get("n_instances") or 0) or None
-    densities = read_arrays(path, names=("density",), sl=slice(0, n))["density"]
-    return path, sha, np.asarray(densities, dtype=np.float64)
+    arrays = read_arrays(path, names=("density", "potential") if potentials else ("density",), sl=slice(0, n))
+    pot = np.asarray(arrays["potential"], dtype=np.float64) if potentials else None
+    return path, sha, np.asarray(arrays["density"], dtype=np.float64), pot
 
 
 def minimize_files(
@@ -161,17 +163,18 @@ def minimize_files(
             except CheckpointError as exc:
                 raise CheckpointError(f"--data {test_data} does not fit the {flag} run {run_dir}: {exc}") from None
     train_path = train_sha = None
-    train = None
+    train = train_V = None
     if config.needs_training_densities:
         src_dir, src_run, flag = (v_dir, v_run, "--vae") if vae_used else (f_dir, f_run, "--functional")
-        train_path, train_sha, train = _training_densities(src_dir, src_run, flag, train_data)
+        train_path, train_sha, train, train_V = _training_densities(src_dir, src_run, flag, train_data,
+                                                                    potentials=config.init == "nearest")
 
     functional, _ = load_run(f_dir, device=device, dtype=dtype)
     vae = load_run(v_dir, device=device, dtype=dtype)[0] if vae_used else None
     test = read_arrays(test_data, names=("potential", "density", "energy", "F"))
     result = minimize(
         np.asarray(test["potential"], dtype=np.float64), functional, vae, config=config,
-        train_densities=train, progress=progress,
+        train_densities=train, train_potentials=train_V, progress=progress,
     )
     err_budget = None
     if budget:

@@ -31,7 +31,7 @@ __all__ = [
 METHODS = ("latent-gd", "latent-adam", "latent-lbfgs", "density-gd", "pca-gd")
 LATENT_METHODS = METHODS[:3]
 DENSITY_METHODS = METHODS[3:]
-INITS = ("mean", "sample", "prior")
+INITS = ("mean", "sample", "prior", "nearest")
 PRECONDITIONERS = (None, "kinetic")
 
 
@@ -62,7 +62,8 @@ class MinimizeConfig:
         lr: eta.  GD: the step of eq. (14) or (10).  Adam: the step size.  L-BFGS: the initial
             plain-GD step of a row (quasi-Newton steps have unit length).  Preconditioned
             density-gd: dimensionless, ~1.
-        init: ``"mean"``, ``"sample"`` or ``"prior"`` (start 0; see :mod:`vaedft.minimize.engine`).
+        init: ``"mean"``, ``"sample"``, ``"prior"`` or ``"nearest"`` (start 0; see
+            :mod:`vaedft.minimize.engine`).
         starts: K >= 1 starting points per instance; the lowest final energy is kept.
         seed: seeds every random draw (with the instance index and the start).
         tol_energy: per-step ``|E_t - E_{t-1}|`` threshold (E0); 0 disables convergence.  With
@@ -145,7 +146,8 @@ class MinimizeConfig:
     @property
     def needs_training_densities(self) -> bool:
         """Whether this configuration needs the training densities (PCA basis or start points)."""
-        return self.method == "pca-gd" or self.init in ("mean", "sample") or (self.starts > 1 and self.init != "prior")
+        return (self.method == "pca-gd" or self.init in ("mean", "sample", "nearest")
+                or (self.starts > 1 and self.init != "prior"))
 
     @property
     def history_steps(self) -> np.ndarray:

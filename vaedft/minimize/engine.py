@@ -35,6 +35,11 @@ Starting points (:attr:`~vaedft.minimize.MinimizeConfig.init`), start 0 of each 
 * ``sample`` -- ``mu`` of one training density drawn per instance (paper); density methods start
   from that density.
 * ``prior`` -- ``z ~ N(0, 1)`` (latent methods only).
+* ``nearest`` -- the training density whose potential is nearest to the instance's (least
+  ``dx^d sum (V - V_train)^2``): the ground state of the most similar training Hamiltonian, encoded
+  (latent methods) or as it is (density methods).  Needs ``train_potentials`` beside
+  ``train_densities``.  Not in the paper; it starts each instance close to its answer, which
+  keeps the descent on the part of the manifold the networks were trained on.
 
 Starts ``k >= 1`` draw a prior point when ``init == "prior"`` and a random training density
 otherwise.  The result of each instance is its start of lowest final energy among the starts that
@@ -211,7 +216,8 @@ def _check_indices(indices, n: int) -> np.ndarray:
     return idx.astype(np.int64)
 
 
-def _draws(cfg: MinimizeConfig, indices: np.ndarray, n_train: int, latent_dim: int, given_first: bool = False):
+def _draws(cfg: MinimizeConfig, indices: np.ndarray, n_train: int, latent_dim: int, given_first: bool = False,
+           nearest: np.ndarray | None = None):
     """Per (instance, start): a training index (-1 = the mean density) or a prior vector.
 
     ``given_first``: start 0 is given by the caller (``z0``); it is marked a prior point and left at 0
@@ -233,7 +239,27 @@ def _draws(cfg: MinimizeConfig, indices: np.ndarray, n_train: int, latent_dim: i
                 is_prior[row, k] = True
             elif kind == "sample":
                 which[row, k] = rng.integers(n_train)
+            elif kind == "nearest":
+                which[row, k] = nearest[row]
     return which, prior, is_prior
+
+
+def nearest_potentials(potentials: torch.Tensor, train_potentials: torch.Tensor, *, chunk: int = 4096) -> np.ndarray:
+    """``(N,)`` index of the training potential nearest (Euclidean, on the grid) to each potential.
+
+    ``potentials`` ``(N, *grid)`` and ``train_potentials`` ``(N_train, *grid)``, same grid.  Ties
+    go to the lowest index.  Memory: ``N x chunk`` distances at a time.
+    """
+    a = potentials.flatten(1)
+    best = torch.full((a.shape[0],), float("inf"), dtype=a.dtype, device=a.device)
+    arg = torch.zeros(a.shape[0], dtype=torch.long, device=a.device)
+    for lo in range(0, train_potentials.shape[0], chunk):
+        b = train_potentials[lo : lo + chunk].flatten(1).to(a)
+        d = torch.cdist(a, b)
+        m, i = d.min(dim=1)
+        better = m < best
+        best, arg = torch.where(better, m, best), torch.where(better, i + lo, arg)
+    return arg.cpu().numpy()
 
 
 def _start_densities(train: torch.Tensor, which: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,6 +283,7 @@ def minimize(
     indices: Sequence[int] | np.ndarray | None = None,
     progress: bool = False,
     z0=None,
+    train_potentials=None,
 ) -> MinimizeResult:
     """Minimise the energy of every potential of a batch with one method (see :mod:`vaedft.minimize`).
 
@@ -277,6 +304,8 @@ def minimize(
             known densities: start 0 of instance ``i`` is ``z0[i]`` instead of the ``config.init``
             point (further starts are drawn as usual), so ``train_densities`` are then needed only
             for extra starts that are not prior draws.
+        train_potentials: ``(N_train, *grid)`` potentials of ``train_densities`` (same order), for
+            ``init="nearest"``.
 
     Computation happens on the models' device and in their dtype (use float64 models for
     tight checks).  Both modules are put in eval mode and restored afterwards.
@@ -326,9 +355,17 @@ def minimize(
         train = _as_tensor("train_densities", train_densities, spec, dtype, device)
         if bool((train < 0).any()):
             raise ValueError("train_densities must be non-negative")
+    nearest = None
+    if cfg.init == "nearest" and z0 is None:
+        if train_potentials is None:
+            raise ValueError("init 'nearest' needs train_potentials (the potentials of train_densities)")
+        train_V = _as_tensor("train_potentials", train_potentials, spec, dtype, device)
+        if train_V.shape[0] != train.shape[0]:
+            raise ValueError(f"train_potentials has {train_V.shape[0]} rows, train_densities {train.shape[0]}")
+        nearest = nearest_potentials(V, train_V)
     k_starts = cfg.starts
     which, prior, is_prior = _draws(cfg, idx, 0 if train is None else train.shape[0], latent_dim,
-                                    given_first=z0 is not None)
+                                    given_first=z0 is not None, nearest=nearest)
     if z0 is not None:
         prior[:, 0] = z0.to(torch.float64).cpu().numpy()
     V_rows = V.repeat_interleave(k_starts, dim=0)

@@ -1,0 +1,69 @@
+"""The ``nearest`` start: each instance starts from the training ground state whose potential is
+nearest to its own.  A test instance that is also in the training set starts at its exact answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vaedft.cli import main
+from vaedft.data.generate import generate_dataset
+from vaedft.minimize import MinimizeConfig, minimize
+from vaedft.minimize.engine import nearest_potentials
+from vaedft.models import functional_preset, vae_preset
+from vaedft.physics import ExactKineticFunctional, get_testbed, ground_state
+from vaedft.results import read_result
+from vaedft.train import TrainConfig, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_nearest_potentials_is_the_brute_force_argmin():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(7, 5, 4)), rng.normal(size=(23, 5, 4))
+    want = np.argmin(((a[:, None] - b[None]) ** 2).sum(axis=(2, 3)), axis=1)
+    np.testing.assert_array_equal(nearest_potentials(torch.as_tensor(a), torch.as_tensor(b), chunk=5), want)
+
+
+def test_an_instance_of_the_training_set_starts_at_its_ground_state():
+    tb = get_testbed("gaussian1d")
+    V = tb.potential(tb.sample_params(3, np.arange(12)))
+    gs = ground_state(V, tb.grid, backend="cpu")
+    order = np.random.default_rng(1).permutation(12)  # the training set in another order
+    cfg = MinimizeConfig(method="density-gd", precondition="kinetic", lr=1.0, steps=1, init="nearest", tol_energy=0)
+    res = minimize(V[:4], ExactKineticFunctional(tb.grid).double(), config=cfg, train_densities=gs.density[order],
+                   train_potentials=V[order])
+    np.testing.assert_allclose(res.energy_history[:, 0], gs.energy[:4], rtol=0, atol=1e-9)
+    mean = minimize(V[:4], ExactKineticFunctional(tb.grid).double(), config=cfg.replace(init="mean"),
+                    train_densities=gs.density[order])
+    assert (mean.energy_history[:, 0] > gs.energy[:4] + 1e-3).all()  # the mean density is not
+
+
+def test_nearest_needs_the_training_potentials():
+    tb = get_testbed("gaussian1d")
+    V = tb.potential(tb.sample_params(3, np.arange(3)))
+    cfg = MinimizeConfig(method="density-gd", steps=1, init="nearest")
+    f = ExactKineticFunctional(tb.grid).double()
+    with pytest.raises(ValueError, match="train_potentials"):
+        minimize(V, f, config=cfg, train_densities=np.abs(V))
+    with pytest.raises(ValueError, match="rows"):
+        minimize(V, f, config=cfg, train_densities=np.abs(V), train_potentials=V[:2])
+
+
+def test_vaedft_minimize_init_nearest(tmp_path):
+    g1 = get_testbed("gaussian1d")
+    data = generate_dataset(g1, tmp_path / "train.h5", n=60, seed=1, progress=False)
+    test = generate_dataset(g1, tmp_path / "test.h5", n=3, seed=2, progress=False)
+    small = {"channels": (4,) * 5, "kernel": 3}
+    kw = {"config": TrainConfig(epochs=1, lr=1e-3, batch_size=40), "device": "cpu", "progress": False}
+    train("vae", data, tmp_path / "vae", model_config=vae_preset("gaussian1d", 4).replace(**small, dense=(8, 8)),
+          **kw)
+    train("functional", data, tmp_path / "f", model_config=functional_preset("gaussian1d").replace(**small), **kw)
+    out = tmp_path / "r.h5"
+    assert main(["minimize", "--vae", str(tmp_path / "vae"), "--functional", str(tmp_path / "f"), "--data",
+                 str(test), "--out", str(out), "--steps", "3", "--init", "nearest", "--no-progress",
+                 "--no-gap"]) == 0
+    res = read_result(out)
+    assert res["config"].init == "nearest"
