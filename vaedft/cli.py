@@ -259,8 +259,8 @@ def _add_minimize(sub) -> None:
     p.add_argument("--steps", type=_positive_int, help=f"step budget t_max per instance (default {d.steps})")
     p.add_argument("--lr", type=_positive_float, help=f"step size eta (default {d.lr:g})")
     p.add_argument("--init", choices=INITS,
-                   help="starting point: encoded mean or random training density, a prior draw, or the training density "
-                   f"whose potential is nearest (default {d.init})")
+                   help="starting point: encoded mean or random training density, a prior draw, or the training "
+                   f"density whose potential is nearest (default {d.init})")
     p.add_argument("--starts", type=_positive_int, help=f"starting points per instance, lowest energy kept "
                    f"(default {d.starts})")
     p.add_argument("--seed", type=_nonneg_int, help=f"seed of the random starting points (default {d.seed})")
