@@ -358,3 +358,34 @@ def test_write_reference_skips_nothing_it_should_check(tiny_run, tmp_path):
     ref = tmp_path / "r.toml"
     write_reference(res, ref, rtol=0.0, experiments=["E6"])
     assert run_check(tmp / "reports" / "tiny" / "results.json", ref) == 0
+
+
+def test_profile_keys_of_the_recipe_reach_the_artifact_specs(tmp_path):
+    """[train] schedule/EMA/derivative keys, [architecture] decoder/input_scale and [minimize] settle/init keys
+    go into the specs (and so into the cache keys); at their defaults the specs are unchanged."""
+    base = TINY.read_text()
+    text = base.replace("[train]\n", '[train]\nschedule = "cosine"\nlr_min = 1e-5\nema_decay = 0.99\n')
+    text = text.replace("[train.functional]\n", "")
+    text += '\n[train.functional]\nderivative_weight = 1e-4\n'
+    text = text.replace('vae = { channels = [4, 4, 4, 4, 4], kernel = 5, dense = [16, 8] }\nfunctional = { channels = '
+                        '[4, 4, 4, 4, 4], kernel = 5 }\n[architecture.speckle1d]',
+                        'vae = { channels = [4, 4, 4, 4, 4], kernel = 5, dense = [16, 8], decoder = "smooth" }\n'
+                        'functional = { channels = [4, 4, 4, 4, 4], kernel = 5 }\n[architecture.speckle1d]')
+    text = text.replace('[architecture.speckle1d]\nvae = { channels = [4, 4, 4, 4, 4], kernel = 5, dense = [16, 8] }',
+                        '[architecture.speckle1d]\nvae = { channels = [4, 4, 4, 4, 4], kernel = 5, dense = [16, 8], '
+                        'input_scale = "volume" }')
+    text = text.replace('[minimize]\nmethod = "latent-lbfgs"\n',
+                        '[minimize]\nmethod = "latent-lbfgs"\ninit = "nearest"\nsettle_window = 5\n')
+    path = tmp_path / "recipe.toml"
+    path.write_text(text)
+    new = context_mod.Context(load_profile(path), ArtifactStore(tmp_path), None, tmp_path, device="cpu", seed=0)
+    old = context_mod.Context(load_profile(TINY), ArtifactStore(tmp_path), None, tmp_path, device="cpu", seed=0)
+    vae = new.vae("gaussian1d", 4, 1e-3).data
+    assert vae["train"] | {"schedule": "cosine", "lr_min": 1e-5, "ema_decay": 0.99} == vae["train"]
+    assert vae["model"]["decoder"] == "smooth"
+    assert new.functional("gaussian1d").data["train"]["derivative_weight"] == 1e-4
+    assert new.vae("speckle1d", 16, 1e-3).data["model"]["input_scale"] == 14.0
+    settings = new.minimize_settings("gaussian1d")
+    assert settings["init"] == "nearest" and settings["settle_window"] == 5
+    assert "decoder" not in old.vae("gaussian1d", 4, 1e-3).data["model"]
+    assert "schedule" not in old.vae("gaussian1d", 4, 1e-3).data["train"]
