@@ -181,22 +181,9 @@ class DownBlock(nn.Module):
         return self.norm(self.pool(self.act(self.conv(x))))
 
 
-class UpBlock(nn.Module):
-    """Stride-2 transposed convolution [-> Softplus] [-> BatchNorm], periodic with circular padding.
-
-    Maps ``(B, c_in, n, ...)`` to ``(B, c_out, 2n, ...)``.  ``activation=False`` and
-    ``batch_norm=False`` give the decoder's last (identity) block.
-
-    Definition (:meth:`forward_reference`): zero insertion (:func:`zero_insert_upsample`)
-    followed by the same-size convolution ``self.conv`` with the config padding mode; the
-    parameters are those of that ``Conv`` (same count as a ``ConvTranspose``).
-    :meth:`forward` computes exactly the same function without the inserted zeros: the input
-    is padded by ``ceil(p/2)`` points (``p = k//2``; circularly, or with zeros), passed through
-    the native stride-2 transposed convolution with the flipped, channel-swapped kernel, and
-    the window that the same-size convolution produces is cut out.  This skips the
-    ``1 - 2**-ndim`` of the multiply-adds that hit inserted zeros (10x faster for the 3D
-    60 -> 1 output layer on CPU); the test suite checks both paths agree to rounding.
-    """
+class _UpBlockBase(nn.Module):
+    """What both decoder blocks hold: a same-size ``conv`` with the config padding, ``act``
+    (Softplus or identity) and ``norm`` (batch norm or identity); the upsampling is the subclass's."""
 
     def __init__(
         self,
@@ -214,6 +201,24 @@ class UpBlock(nn.Module):
         self.conv = _CONV[ndim](c_in, c_out, kernel, padding=kernel // 2, padding_mode=padding_mode)
         self.act = nn.Softplus() if activation else nn.Identity()
         self.norm = _NORM[ndim](c_out) if batch_norm else nn.Identity()
+
+
+class UpBlock(_UpBlockBase):
+    """Stride-2 transposed convolution [-> Softplus] [-> BatchNorm], periodic with circular padding.
+
+    Maps ``(B, c_in, n, ...)`` to ``(B, c_out, 2n, ...)``.  ``activation=False`` and
+    ``batch_norm=False`` give the decoder's last (identity) block.
+
+    Definition (:meth:`forward_reference`): zero insertion (:func:`zero_insert_upsample`)
+    followed by the same-size convolution ``self.conv`` with the config padding mode; the
+    parameters are those of that ``Conv`` (same count as a ``ConvTranspose``).
+    :meth:`forward` computes exactly the same function without the inserted zeros: the input
+    is padded by ``ceil(p/2)`` points (``p = k//2``; circularly, or with zeros), passed through
+    the native stride-2 transposed convolution with the flipped, channel-swapped kernel, and
+    the window that the same-size convolution produces is cut out.  This skips the
+    ``1 - 2**-ndim`` of the multiply-adds that hit inserted zeros (10x faster for the 3D
+    60 -> 1 output layer on CPU); the test suite checks both paths agree to rounding.
+    """
 
     def upsample_conv(self, x: torch.Tensor) -> torch.Tensor:
         """The transposed convolution alone (zero insertion + ``self.conv``, computed without the zeros)."""
@@ -239,7 +244,7 @@ class UpBlock(nn.Module):
         return self.norm(self.act(self.conv(zero_insert_upsample(x, self.ndim))))
 
 
-class ResizeUpBlock(nn.Module):
+class ResizeUpBlock(_UpBlockBase):
     """Linear x2 upsampling -> conv (same size) [-> Softplus] [-> BatchNorm]: the ``"smooth"`` decoder's block.
 
     Maps ``(B, c_in, n, ...)`` to ``(B, c_out, 2n, ...)`` with :func:`linear_upsample`
@@ -258,13 +263,8 @@ class ResizeUpBlock(nn.Module):
         activation: bool = True,
         batch_norm: bool = True,
     ) -> None:
-        super().__init__()
-        _check_ndim(ndim)
-        self.ndim = ndim
+        super().__init__(c_in, c_out, kernel, ndim, padding_mode, activation, batch_norm)
         self.periodic = padding_mode == "circular"
-        self.conv = _CONV[ndim](c_in, c_out, kernel, padding=kernel // 2, padding_mode=padding_mode)
-        self.act = nn.Softplus() if activation else nn.Identity()
-        self.norm = _NORM[ndim](c_out) if batch_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.conv(linear_upsample(x, self.ndim, self.periodic))))
