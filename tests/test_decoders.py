@@ -299,3 +299,16 @@ def test_smooth_decoder_is_translation_equivariant_on_periodic_grids():
 
     for ax in (2, 3, 4):  # one bottleneck cell = 8 points of 24^3 = 6 points of 18^3
         assert torch.allclose(dec3(torch.roll(h3, 1, ax)), torch.roll(dec3(h3), 6, ax - 1), atol=1e-12)
+
+
+def test_halving_pool_is_avgpool1d_bit_for_bit():
+    from vaedft.models.layers import HalvingAvgPool1d
+
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(7, 5, 64, dtype=dtype, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        w = torch.randn(7, 5, 32, dtype=dtype, generator=torch.Generator().manual_seed(1))
+        ours, ref = HalvingAvgPool1d()(x), torch.nn.AvgPool1d(2)(x)
+        assert torch.equal(ours, ref)
+        g_ours = torch.autograd.grad((ours * w).sum(), x)[0]
+        g_ref = torch.autograd.grad((ref * w).sum(), x)[0]
+        assert torch.equal(g_ours, g_ref)

@@ -161,6 +161,15 @@ def linear_upsample(x: torch.Tensor, ndim: int, periodic: bool) -> torch.Tensor:
 # ----------------------------------------------------------------------------- blocks
 
 
+class HalvingAvgPool1d(nn.Module):
+    """``nn.AvgPool1d(2)`` for even lengths, computed as a mean over adjacent pairs of a view:
+    the same numbers (forward and gradient, bit for bit: each output is ``(a + b) / 2`` either way)
+    at about half the CPU time of the pooling kernel for the 1D presets' (100, 60, 256) maps."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (x.shape[-1] // 2, 2)).mean(-1)
+
+
 class DownBlock(nn.Module):
     """conv (kernel ``k``, same size, ``padding_mode``) -> Softplus -> AvgPool(2) [-> BatchNorm].
 
@@ -174,7 +183,7 @@ class DownBlock(nn.Module):
         _check_ndim(ndim)
         self.conv = _CONV[ndim](c_in, c_out, kernel, padding=kernel // 2, padding_mode=padding_mode)
         self.act = nn.Softplus()
-        self.pool = _POOL[ndim](2)
+        self.pool = HalvingAvgPool1d() if ndim == 1 else _POOL[ndim](2)
         self.norm = _NORM[ndim](c_out) if batch_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
