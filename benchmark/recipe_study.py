@@ -106,6 +106,17 @@ MINIMIZATIONS = {
 TESTBED_OF = {name: spec[0] for name, spec in DATA.items()}
 
 
+def _trained_elsewhere(work: Path) -> set[str]:
+    """Runs that other study processes sharing ``work`` have finished (their caches list them)."""
+    names = set()
+    for path in work.glob("study_cache_*.json"):
+        try:
+            names |= set(json.loads(path.read_text())["runs"])
+        except (OSError, ValueError, KeyError):
+            pass
+    return names
+
+
 def _dump(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
@@ -310,9 +321,14 @@ def main(argv=None) -> int:
         for mname, (vae_name, f_name, _, _) in MINIMIZATIONS.items():
             if (only and mname not in only) or mname in cache["min"]:
                 continue
-            if vae_name not in cache["runs"] or f_name not in cache["runs"]:
+            trained = set(cache["runs"]) | _trained_elsewhere(args.work)
+            if vae_name not in trained or f_name not in trained:
                 continue
             print(f"[study] minimize {mname}", flush=True)
+            for path in args.work.glob("study_cache_*.json"):  # a manifold gap another process computed
+                if path != cache_path:
+                    for vae_name_, gap in json.loads(path.read_text()).get("gaps", {}).items():
+                        cache["gaps"].setdefault(vae_name_, gap)
             cache["min"][mname] = run_minimization(mname, args.work, data, cache["gaps"])
             print(f"[study]   {cache['min'][mname]['energy']}", flush=True)
             _dump(cache_path, cache)
