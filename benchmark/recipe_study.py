@@ -97,6 +97,10 @@ MINIMIZATIONS = {
     "g1d_smooth_lbfgs": ("v_g1d_smooth", "f_g1d", "g1d_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "g1d_paper_lbfgs_nearest": ("v_g1d_paper", "f_g1d", "g1d_test",
                                 {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "init": "nearest"}),
+    # budget only (no minimization): functional error, representation, roughness and manifold gap
+    "g1d_paper_budget": ("v_g1d_paper", "f_g1d", "g1d_test", {"method": None}),
+    "g1d_smooth_budget": ("v_g1d_smooth", "f_g1d", "g1d_test", {"method": None}),
+    "g1d_sobolev_budget": ("v_g1d_paper", "f_g1d_sobolev", "g1d_test", {"method": None}),
     "g1d_sobolev_lbfgs": ("v_g1d_paper", "f_g1d_sobolev", "g1d_test",
                           {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "sp_paper_lbfgs": ("v_sp_paper", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
@@ -175,26 +179,33 @@ def run_minimization(name: str, work: Path, data: dict[str, Path], gaps: dict) -
     arrays = read_arrays(data[test], ("potential", "density", "energy", "F"))
     vae, _ = load_run(work / vae_name, dtype="float64")
     functional, _ = load_run(work / f_name, dtype="float64")
-    cfg = MinimizeConfig(**{"init": "mean", "tol_energy": 0.0, "tol_grad": 0.0,
-                            "history_every": 100, **settings})
-    train = read_arrays(data[RUNS[vae_name].data], ("density", "potential"))
-    n_vae = int(json.loads((work / vae_name / "config.json").read_text())["data"]["n_instances"])
-    if cfg.init == "mean":
-        starts = {"train_densities": train["density"][:n_vae].mean(axis=0, keepdims=True)}
-    else:
-        starts = {"train_densities": train["density"][:n_vae], "train_potentials": train["potential"][:n_vae]}
     t0 = time.perf_counter()
-    res = minimize(arrays["potential"], functional, vae, config=cfg, **starts)
+    res = None
+    if settings["method"] is not None:
+        cfg = MinimizeConfig(**{"init": "mean", "tol_energy": 0.0, "tol_grad": 0.0,
+                                "history_every": 100, **settings})
+        train = read_arrays(data[RUNS[vae_name].data], ("density", "potential"))
+        n_vae = int(json.loads((work / vae_name / "config.json").read_text())["data"]["n_instances"])
+        if cfg.init == "mean":
+            starts = {"train_densities": train["density"][:n_vae].mean(axis=0, keepdims=True)}
+        else:
+            starts = {"train_densities": train["density"][:n_vae], "train_potentials": train["potential"][:n_vae]}
+        res = minimize(arrays["potential"], functional, vae, config=cfg, **starts)
     minimize_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     need_gap = vae_name not in gaps
     budget = error_budget(vae, functional, arrays["potential"], arrays["density"], arrays["energy"], arrays["F"],
-                          res.z_min, grid=testbed.grid, diverged=res.diverged, gap=need_gap)
+                          None if res is None else res.z_min, grid=testbed.grid,
+                          diverged=None if res is None else res.diverged, gap=need_gap)
     budget_s = time.perf_counter() - t0
     terms = {k: np.asarray(v, dtype=float).tolist() for k, v in budget.terms.items()}
     if need_gap:
         gaps[vae_name] = terms["manifold_gap"]
     terms["manifold_gap"] = gaps[vae_name]
+    base = {"vae": vae_name, "functional": f_name, "test": test, "settings": settings, "minimize_s": minimize_s,
+            "budget_s": budget_s, "budget_kcal": budget_summary_kcal(terms)}
+    if res is None:
+        return {**base, "energy": None, "outliers": []}
     err = np.asarray(res.e_min, dtype=float) - arrays["energy"]
     ee = energy_errors(res.e_min, arrays["energy"])
     worst = np.argsort(-np.abs(err))[:5]
@@ -204,9 +215,7 @@ def run_minimization(name: str, work: Path, data: dict[str, Path], gaps: dict) -
                  "params": {k: np.asarray(v[i]).round(4).tolist() for k, v in params.items()}} for i in worst]
     summary = {k: v for k, v in ee.items() if not isinstance(v, np.ndarray)}
     summary["n_violations_beyond_ca"] = summary.pop("n_violations")
-    return {"vae": vae_name, "functional": f_name, "test": test, "settings": settings, "minimize_s": minimize_s,
-            "budget_s": budget_s, "energy": summary, "budget_kcal": budget_summary_kcal(terms),
-            "outliers": outliers}
+    return {**base, "energy": summary, "outliers": outliers}
 
 
 WALL_ZONE = 16  # grid points next to each hard wall counted as "at the walls"
@@ -330,7 +339,7 @@ def main(argv=None) -> int:
                     for vae_name_, gap in json.loads(path.read_text()).get("gaps", {}).items():
                         cache["gaps"].setdefault(vae_name_, gap)
             cache["min"][mname] = run_minimization(mname, args.work, data, cache["gaps"])
-            print(f"[study]   {cache['min'][mname]['energy']}", flush=True)
+            print(f"[study]   {cache['min'][mname]['energy'] or cache['min'][mname]['budget_kcal']}", flush=True)
             _dump(cache_path, cache)
     header = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]), "commit": _commit(),
               "machine": _machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -407,6 +416,8 @@ def render(header: dict, cache: dict) -> str:
     rows = []
     for name, m in cache["min"].items():
         e = m["energy"]
+        if e is None:
+            continue
         method = m["settings"]["method"] + (f" from {m['settings']['init']}" if "init" in m["settings"] else "")
         rows.append([name, m["vae"], m["functional"], method, m["settings"]["steps"],
                      f"{e['mean_abs_error_kcal_per_mol']:.2f}", f"{100 * e['fraction_within_ca']:.0f} %",
@@ -423,7 +434,7 @@ def render(header: dict, cache: dict) -> str:
     lines.append(tabulate(rows, ["minimization", *terms], tablefmt="github"))
     lines += ["", "## Decoder variants: the paper's and the smooth one (same training, same functional)", ""]
     rows = []
-    for tb, paper, smooth in (("gaussian1d", "g1d_paper_lbfgs", "g1d_smooth_lbfgs"),
+    for tb, paper, smooth in (("gaussian1d", "g1d_paper_budget", "g1d_smooth_budget"),
                               ("speckle1d", "sp_paper_lbfgs", "sp_smooth_lbfgs")):
         if paper not in cache["min"] or smooth not in cache["min"]:
             continue
@@ -447,6 +458,8 @@ def render(header: dict, cache: dict) -> str:
                                  "high-k share of the error"], tablefmt="github"))
     lines += ["", "![validation error vs CPU minutes](training_curves.png)", "", "## Worst instances", ""]
     for name, m in cache["min"].items():
+        if not m["outliers"]:
+            continue
         worst = "; ".join(f"#{o['index']}: {o['error_kcal']:+.1f} (exact energy of the found density "
                           f"{o['exact_energy_at_min_kcal']:+.1f})" + f", params {o['params']}"
                           for o in m["outliers"][:3])
