@@ -262,18 +262,10 @@ class ResizeUpBlock(_UpBlockBase):
     (``c_in c_out k^d + c_out`` for the conv, ``2 c_out`` for the batch norm).
     """
 
-    def __init__(
-        self,
-        c_in: int,
-        c_out: int,
-        kernel: int,
-        ndim: int,
-        padding_mode: str,
-        activation: bool = True,
-        batch_norm: bool = True,
-    ) -> None:
-        super().__init__(c_in, c_out, kernel, ndim, padding_mode, activation, batch_norm)
-        self.periodic = padding_mode == "circular"
+    @property
+    def periodic(self) -> bool:
+        """Whether the upsampling wraps around (circular padding: a periodic grid)."""
+        return self.conv.padding_mode == "circular"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.conv(linear_upsample(x, self.ndim, self.periodic))))
