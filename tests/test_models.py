@@ -393,10 +393,11 @@ def test_periodic_models_are_translation_equivariant():
 # ----------------------------------------------------------------------------- decoder constraints
 
 
+@pytest.mark.parametrize("decoder", ["paper", "smooth"])
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
 @pytest.mark.parametrize("name", PRESETS)
-def test_decoder_output_shape_positivity_normalisation(name, dtype):
-    config = vae_preset(name)
+def test_decoder_output_shape_positivity_normalisation(name, dtype, decoder):
+    config = vae_preset(name, decoder=decoder)
     model = VAE(config).to(dtype)
     for mode in (model.train, model.eval):
         mode()
