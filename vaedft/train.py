@@ -51,7 +51,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import __version__
 from .data.store import validate_dataset
@@ -64,6 +63,7 @@ from .models import (
     vae_loss,
 )
 from .physics.backend import resolve_device
+from .progress import progress_bar
 from .runs import DTYPES, KINDS, CheckpointError, build_model, check_grid, file_sha256, load_checkpoint, load_run
 from .runs import atomic_json as _atomic_json
 from .runs import atomic_torch as _atomic_torch
@@ -390,7 +390,8 @@ def train(
     start_epoch = state["epoch"]
     stop_at = config.epochs if max_epochs_this_call is None else min(config.epochs, start_epoch + max_epochs_this_call)
     t0 = time.perf_counter()
-    bar = tqdm(total=config.epochs, initial=start_epoch, desc=f"train {kind}", unit="epoch", disable=not progress)
+    bar = progress_bar(total=config.epochs, initial=start_epoch, desc=f"train {kind}", unit="epoch",
+                       disable=not progress)
     try:
         for epoch in range(start_epoch, stop_at):
             lr_now = opt.param_groups[0]["lr"]

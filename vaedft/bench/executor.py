@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 __all__ = [
     "DIST_INSTALL_HINT",
@@ -142,7 +142,7 @@ class InProcessExecutor(Executor):
         labels = _labels(items, labels)
         results = []
         # A single job usually shows its own progress (training epochs, ...): no outer bar for it.
-        with tqdm(total=len(items), desc="jobs", unit="job", disable=not progress or len(items) <= 1) as bar:
+        with progress_bar(total=len(items), desc="jobs", unit="job", disable=not progress or len(items) <= 1) as bar:
             for item, label in zip(items, labels, strict=True):
                 bar.set_postfix_str(label, refresh=True)
                 try:
@@ -233,7 +233,7 @@ class DaskExecutor(Executor):
         index = {future.key: i for i, future in enumerate(futures)}
         results: list = [None] * len(items)
         try:
-            with tqdm(
+            with progress_bar(
                 total=len(items), desc="jobs (dask)", unit="job", disable=not progress or len(items) <= 1
             ) as bar:
                 for future in distributed.as_completed(futures):

@@ -23,6 +23,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..progress import progress_bar
 from .artifacts import ArtifactStore, spec_hash
 from .check import RESULTS_SCHEMA, MetricSpec, load_reference
 from .claims import evaluate_claims
@@ -50,8 +51,8 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def environment(device: str) -> dict:
-    """Versions, device name and commit for the report header."""
+def environment(device: str, threads: int | None = None) -> dict:
+    """Versions, device name and commit for the report header (``threads``: the profile's build threads)."""
     import numpy
     import scipy
     import torch
@@ -68,7 +69,7 @@ def environment(device: str) -> dict:
         name = torch.cuda.get_device_name(torch.device(device))
         versions["cuda"] = str(torch.version.cuda)
     else:
-        name = f"{_cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+        name = f"{_cpu_model()}, {os.cpu_count()} cores, torch threads {threads or torch.get_num_threads()}"
     return {"versions": versions, "device_name": name, "git_commit": _git_commit(), "platform": platform.platform()}
 
 
@@ -200,7 +201,7 @@ def run_suite(
     report_dir = Path(out) / prof.name
     report_dir.mkdir(parents=True, exist_ok=True)
     results_path = report_dir / "results.json"
-    env = environment(dev)
+    env = environment(dev, prof.threads)
     entries = _load_previous(results_path, prof)
     results = {"schema": RESULTS_SCHEMA, "profile": prof.name, "profile_description": prof.description,
                "seed": run_seed, "device": dev, **env, "command": command or f"vaedft-bench --profile {prof.name}",
@@ -210,9 +211,9 @@ def run_suite(
     if progress:
         tqdm.write(f"vaedft-bench {prof.name}: {len(exps)} experiments, {len(plan)} artifacts to build "
                    f"(cache {store.root})")
-    builds = tqdm(total=len(plan), desc="builds", unit="artifact", position=0, disable=not progress or not plan)
+    builds = progress_bar(total=len(plan), desc="builds", unit="artifact", position=0, disable=not progress or not plan)
     with get_executor(executor) as ex:
-        bar = tqdm(exps, desc=f"vaedft-bench {prof.name}", unit="experiment", disable=not progress)
+        bar = progress_bar(exps, desc=f"vaedft-bench {prof.name}", unit="experiment", disable=not progress)
         for exp in bar:
             bar.set_postfix_str(f"{exp.id} {exp.title}")
             ctx = Context(prof, store, ex, report_dir, device=dev, seed=run_seed, progress=progress,

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..physics.eigensolver import DEFAULT_MAXITER, DEFAULT_TOL, ConvergenceError, ground_state
 from ..physics.testbeds import Testbed
+from ..progress import progress_bar
 from ..rng import check_seed
 from .snyder import load_snyder2012
 from .store import FIELDS, file_attrs, manifest_text, read_attrs
@@ -240,7 +240,7 @@ def generate_dataset(
     todo = _missing(done, n)
     n_done = n - sum(hi - lo for lo, hi in todo)
     desc = f"{testbed.name} ({test_set or f'seed {seed_attr}'})"
-    with tqdm(total=n, initial=n_done, desc=desc, unit="inst", disable=not progress, smoothing=0.1) as bar:
+    with progress_bar(total=n, initial=n_done, desc=desc, unit="inst", disable=not progress, smoothing=0.1) as bar:
         for start, stop in todo:
             for lo in range(start, stop, chunk):
                 hi = min(lo + chunk, stop)

@@ -59,8 +59,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from ..rng import instance_rng
 from .config import MinimizeConfig, MinimizeResult
 from .optimizers import _OPTIMIZERS
@@ -112,7 +112,7 @@ def _descend(problem: _Problem, x0: torch.Tensor, cfg: MinimizeConfig, progress:
         x[rows], E[rows], G[rows], gnorm[rows], steps[rows] = xa[sel], Ea[sel], Ga[sel], gna[sel], steps_a[sel]
         diverged[rows], converged[rows] = div[sel], conv[sel]
 
-    bar = tqdm(total=cfg.steps, desc=cfg.method, unit="step", disable=not progress)
+    bar = progress_bar(total=cfg.steps, desc=cfg.method, unit="step", disable=not progress)
     try:
         for t in range(1, cfg.steps + 1):
             if active.numel() == 0:
