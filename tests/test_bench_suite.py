@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import warnings
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
 from vaedft.bench import context as context_mod
-from vaedft.bench.artifacts import Artifact, ArtifactStore
+from vaedft.bench.artifacts import Artifact, ArtifactStore, DamagedArtifactWarning, file_manifest
 from vaedft.bench.check import load_results, run_check, write_reference
 from vaedft.bench.claims import ClaimError, beta_of, evaluate_claims
 from vaedft.bench.cli import main
@@ -206,16 +209,41 @@ def test_partial_runs_merge_into_one_results_file(tiny_run, tmp_path):
 
 
 def test_dask_executor_runs_the_sweep_with_the_same_numbers(tiny_run, tmp_path):
-    """E1's ten VAEs built on a local Dask cluster (two worker processes) match the in-process run.
+    """E1's ten VAEs built on a local Dask cluster (two worker processes) match the in-process run bit for bit.
 
-    Workers run torch on one thread, the in-process run on this process's threads: float32 sums round
-    differently, so the numbers agree to rounding, not bitwise.
+    The workers' Dask threads are one each and this test module runs torch on one thread, but the tiny
+    profile fixes ``threads = 2`` and every build, in this process or on a worker, applies it.
     """
     pytest.importorskip("distributed")
     _, full = tiny_run
     res = _run(tmp_path, experiments=["E1"], executor="dask")
-    for name, value in full["experiments"]["E1"]["metrics"].items():
-        assert res["experiments"]["E1"]["metrics"][name] == pytest.approx(value, rel=1e-5), name
+    assert res["experiments"]["E1"]["metrics"] == full["experiments"]["E1"]["metrics"]
+
+
+def test_the_profile_thread_count_is_in_the_specs_and_applied_to_builds(tmp_path, monkeypatch):
+    import torch
+
+    from vaedft.bench import artifacts
+
+    seen = []
+    real = artifacts._build_model
+    monkeypatch.setattr(artifacts, "_build_model", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    before = torch.get_num_threads()
+    store = ArtifactStore(tmp_path / "cache")
+    prof = load_profile(TINY)
+    assert prof.threads == 2
+    from vaedft.bench.executor import get_executor
+
+    ctx = context_mod.Context(prof, store, get_executor("inprocess"), tmp_path, device="cpu", seed=0, progress=False)
+    f = ctx.functional("gaussian1d")
+    assert f.data["threads"] == 2 and ctx.minimization("gaussian1d", latent_dim=2, beta=1e-3).data["threads"] == 2
+    assert "threads" not in ctx.dataset("gaussian1d").data  # generation does not depend on it
+    torch.set_num_threads(1)
+    try:
+        ctx.ensure([f])
+        assert seen == [2] and torch.get_num_threads() == 1  # applied for the build, restored after
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_gpu_profile_on_a_cpu_warns(tiny_run, tmp_path):
@@ -389,3 +417,63 @@ def test_profile_keys_of_the_recipe_reach_the_artifact_specs(tmp_path):
     assert settings["init"] == "nearest" and settings["settle_window"] == 5
     assert "decoder" not in old.vae("gaussian1d", 4, 1e-3).data["model"]
     assert "schedule" not in old.vae("gaussian1d", 4, 1e-3).data["train"]
+
+
+# ----------------------------------------------------------------------------- a cache that heals
+
+
+def _artifact_dirs(cache: Path, keys) -> dict[str, Path]:
+    """``{kind: directory}`` of the first artifact of each kind among ``keys``."""
+    out = {}
+    for key in sorted(keys):
+        (d,) = cache.glob(f"*/{key}")
+        out.setdefault(d.parent.name, d)
+    return out
+
+
+def test_damaged_artifacts_are_rebuilt_with_a_warning_and_end_at_the_same_numbers(tiny_run, tmp_path):
+    """A truncated HDF5 result, a truncated checkpoint and a deleted dataset file: the rerun heals them."""
+    tmp, full = tiny_run
+    cache = tmp_path / "cache"
+    shutil.copytree(tmp / "cache", cache)
+    dirs = _artifact_dirs(cache, full["experiments"]["E6"]["artifacts"].values())
+    result = dirs["minimization"] / "result.h5"
+    result.write_bytes(result.read_bytes()[: result.stat().st_size // 2])
+    ckpt = dirs["functional"] / "run" / "best.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:-100])
+    (dirs["dataset"] / "data.h5").unlink()
+    with pytest.warns(DamagedArtifactWarning) as caught:
+        healed = _run(tmp_path, experiments=["E6"], cache=cache)
+    said = "\n".join(str(w.message) for w in caught)
+    assert f"minimization {dirs['minimization'].name}" in said and "result.h5 has" in said
+    assert f"functional {dirs['functional'].name}" in said and "run/best.pt has" in said
+    assert f"dataset {dirs['dataset'].name}" in said and "data.h5 is missing" in said
+    assert healed["experiments"]["E6"]["metrics"] == full["experiments"]["E6"]["metrics"]
+    with warnings.catch_warnings():  # healed for good: a third run finds nothing to repair
+        warnings.simplefilter("error", DamagedArtifactWarning)
+        _run(tmp_path, experiments=["E6"], cache=cache)
+
+
+def test_verification_catches_an_altered_byte_and_accepts_legacy_records(tmp_path):
+    store = ArtifactStore(tmp_path)
+    art = Artifact.make("dataset", {"testbed": "gaussian1d", "n": 3, "seed": 0})
+    d = store.directory(art)
+    d.mkdir(parents=True)
+    (d / "data.h5").write_bytes(b"not really hdf5 but 32 bytes....")
+    (d / "done.json").write_text(json.dumps({"files": file_manifest(d / "data.h5")}))
+    assert store.is_built(art)
+    (d / "data.h5").write_bytes(b"not really hdf5 but 32 bytes...!")  # same size, one byte differs
+    with pytest.warns(DamagedArtifactWarning, match="data.h5 changed since it was built"):
+        assert not ArtifactStore(tmp_path).is_built(art)
+    assert not d.exists()
+    # a cache written before manifests existed: the main file must exist and open
+    d.mkdir(parents=True)
+    (d / "done.json").write_text("{}")
+    (d / "data.h5").write_bytes(b"truncated")
+    with pytest.warns(DamagedArtifactWarning, match="does not open as HDF5"):
+        assert not store.is_built(art)
+    d.mkdir(parents=True)
+    with h5py.File(d / "data.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    (d / "done.json").write_text("{}")
+    assert store.is_built(art)

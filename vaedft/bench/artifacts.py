@@ -16,17 +16,29 @@ builder is resumable: dataset generation continues from its part files and train
 ``last.pt``; a minimization is written atomically.  So an interrupted benchmark, rerun with
 the same command, continues where it stopped.
 
+The cache heals: ``done.json`` records the size and sha256 of every file of the artifact, and
+:meth:`ArtifactStore.is_built` verifies them before the artifact is used -- the size always,
+the hash of files up to :data:`HASH_LIMIT` bytes, and an open check of larger HDF5 files.  A
+damaged artifact (truncated, deleted or altered file) is removed with a
+:class:`DamagedArtifactWarning` that names it, and the run rebuilds it from its spec (every
+builder is deterministic, so it ends at the same numbers).
+
 Builders are top-level functions of ``(artifact, root, device, progress)``, picklable, so an
 executor (:mod:`vaedft.bench.executor`) may run them on a Dask worker that shares the cache
-directory.
+directory.  A spec's ``threads`` (set by the profile) is the torch thread count the build runs
+with, wherever it runs: float32 training sums depend on it, so a worker and the main process
+give bit-identical artifacts only with the same count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +46,20 @@ from typing import Any
 
 from .. import __version__
 
-__all__ = ["ARTIFACT_VERSION", "Artifact", "ArtifactStore", "canonical_json", "spec_hash", "build_artifact"]
+__all__ = ["ARTIFACT_VERSION", "Artifact", "ArtifactStore", "DamagedArtifactWarning", "canonical_json", "spec_hash",
+           "build_artifact", "file_manifest"]
 
 #: Bumped when a builder changes what it produces for the same spec (invalidates the cache).
 ARTIFACT_VERSION = {"dataset": 1, "vae": 1, "functional": 1, "minimization": 1}
 KINDS = tuple(ARTIFACT_VERSION)
 _FILES = {"dataset": "data.h5", "vae": "run", "functional": "run", "minimization": "result.h5"}
+#: Files up to this size are hashed each time an artifact is verified; larger ones get their size and
+#: (HDF5) an open check, their hash only when built.
+HASH_LIMIT = 64 * 2**20
+
+
+class DamagedArtifactWarning(UserWarning):
+    """A cached artifact failed verification and is rebuilt."""
 
 
 def canonical_json(obj: Any) -> str:
@@ -110,6 +130,67 @@ def default_label(kind: str, spec: Mapping[str, Any]) -> str:
     return f"{cfg['method']}{what} ({cfg['steps']} steps) on {default_label('dataset', spec['test'])}"
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_manifest(path: Path) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"size", "sha256"}}`` of a file, or of every file under a directory.
+
+    Keys are relative to ``path``'s parent (``"data.h5"``, ``"run/best.pt"``), in sorted order.
+    """
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {p.relative_to(path.parent).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+
+
+def _open_check(path: Path) -> str | None:
+    """Why an HDF5 file cannot be opened (None if it can); other files are not opened."""
+    if path.suffix != ".h5":
+        return None
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visit(lambda name: None)
+    except (OSError, ValueError) as exc:
+        return f"{path.name} does not open as HDF5 ({exc})"
+    return None
+
+
+def verify_files(directory: Path, manifest: Mapping[str, Mapping[str, Any]], main: Path) -> str | None:
+    """Why the artifact files under ``directory`` do not match ``manifest`` (None when they do).
+
+    Every file: present, same size; files up to :data:`HASH_LIMIT` bytes: same sha256; larger HDF5
+    files: open.  An empty manifest (a cache written before manifests existed) checks that the main
+    path exists and that its HDF5 files open.
+    """
+    if not manifest:
+        if not main.exists():
+            return f"{main.name} is missing"
+        for p in [main] if main.is_file() else sorted(main.rglob("*.h5")):
+            if (why := _open_check(p)) is not None:
+                return why
+        return None
+    for rel, meta in manifest.items():
+        p = directory / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        size = p.stat().st_size
+        if size != meta["size"]:
+            return f"{rel} has {size} bytes, {meta['size']} when built"
+        if size <= HASH_LIMIT:
+            if _sha256(p) != meta["sha256"]:
+                return f"{rel} changed since it was built (sha256 differs)"
+        elif (why := _open_check(p)) is not None:
+            return why
+    return None
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -126,6 +207,7 @@ class ArtifactStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._verified: dict[str, float] = {}  # key -> mtime of done.json when it last verified
 
     def directory(self, artifact: Artifact) -> Path:
         return self.root / artifact.kind / artifact.key
@@ -135,7 +217,39 @@ class ArtifactStore:
         return self.directory(artifact) / _FILES[artifact.kind]
 
     def is_built(self, artifact: Artifact) -> bool:
-        return (self.directory(artifact) / "done.json").is_file()
+        """Whether ``artifact`` is built and intact.
+
+        A damaged one (see :func:`verify_files`) is removed, with a :class:`DamagedArtifactWarning`
+        that names it, and counts as not built, so that the run rebuilds it.  Each artifact is
+        verified once per store object (again only if its ``done.json`` changes).
+        """
+        done = self.directory(artifact) / "done.json"
+        try:
+            mtime = done.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if self._verified.get(artifact.key) == mtime:
+            return True
+        try:
+            manifest = json.loads(done.read_text()).get("files", {})
+        except (OSError, ValueError, AttributeError):
+            why = "its done.json is unreadable"
+        else:
+            why = verify_files(self.directory(artifact), manifest, self.path(artifact))
+        if why is None:
+            self._verified[artifact.key] = mtime
+            return True
+        warnings.warn(f"cache: {artifact.kind} {artifact.key} ({artifact.label}) is damaged: {why}; rebuilding it",
+                      DamagedArtifactWarning, stacklevel=2)
+        self.discard(artifact)
+        return False
+
+    def discard(self, artifact: Artifact) -> None:
+        """Remove an artifact's directory (its ``done.json`` first, so a half-removed one never counts as built)."""
+        directory = self.directory(artifact)
+        (directory / "done.json").unlink(missing_ok=True)
+        shutil.rmtree(directory, ignore_errors=True)
+        self._verified.pop(artifact.key, None)
 
     def record(self, artifact: Artifact) -> dict:
         """``done.json`` of a built artifact (build time, device, version)."""
@@ -219,6 +333,22 @@ def _build_minimization(spec: dict, store: ArtifactStore, out: Path, device: str
     return {"minimize_wall_time_s": float(res["result"].wall_time_s)}
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run the block with ``n`` torch threads (None: unchanged), restoring the count after."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def build_artifact(artifact: Artifact, root: str | Path, device: str = "cpu", progress: bool = False) -> str:
     """Build one artifact into the cache at ``root`` (its dependencies must be built) and mark it done.
 
@@ -239,15 +369,16 @@ def build_artifact(artifact: Artifact, root: str | Path, device: str = "cpu", pr
     out = store.path(artifact)
     spec = artifact.data
     t0 = time.perf_counter()
-    if artifact.kind == "dataset":
-        extra = _build_dataset(spec, out, device, progress)
-    elif artifact.kind in ("vae", "functional"):
-        extra = _build_model(artifact.kind, spec, store, out, device, progress)
-    else:
-        extra = _build_minimization(spec, store, out, device, progress)
+    with _torch_threads(spec.get("threads")):
+        if artifact.kind == "dataset":
+            extra = _build_dataset(spec, out, device, progress)
+        elif artifact.kind in ("vae", "functional"):
+            extra = _build_model(artifact.kind, spec, store, out, device, progress)
+        else:
+            extra = _build_minimization(spec, store, out, device, progress)
     record = {"kind": artifact.kind, "label": artifact.label, "key": artifact.key, "device": device,
               "build_time_s": time.perf_counter() - t0, "vaedft_version": __version__,
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra, "files": file_manifest(out)}
     _atomic_write(directory / "done.json", json.dumps(record, indent=1))
     return str(out)
 

@@ -139,6 +139,11 @@ class Context:
     def _architecture(self, testbed: str, kind: str) -> dict:
         return dict(self.profile.architecture.get(testbed, {}).get(kind, {}))
 
+    @property
+    def _threads(self) -> dict:
+        """``{"threads": n}`` for a spec when the profile fixes the thread count (else empty: keys unchanged)."""
+        return {} if self.profile.threads is None else {"threads": self.profile.threads}
+
     def _train_config(self, testbed: str, kind: str, beta: float | None) -> dict:
         """Settings: ``[train]`` < ``[train.<testbed>]`` < ``[train.<kind>]`` + ``[train.<testbed>.<kind>]``."""
         from ..train import TrainConfig
@@ -167,7 +172,7 @@ class Context:
         except (TypeError, ValueError) as exc:
             raise SuiteError(f"{self.profile.path}: [architecture.{testbed}] {kind}: {exc}") from None
         spec = {"dataset": self.dataset(testbed).data, "model": cfg.to_dict(),
-                "train": self._train_config(testbed, kind, beta), "device": self.device_kind}
+                "train": self._train_config(testbed, kind, beta), "device": self.device_kind, **self._threads}
         return Artifact.make(kind, spec)
 
     def vae(self, testbed: str, latent_dim: int, beta: float) -> Artifact:
@@ -217,7 +222,8 @@ class Context:
             vae = self.vae(testbed, latent_dim, beta)
         test = test if test is not None else self.dataset(testbed, "test")
         spec = {"functional": self.functional(testbed).data, "vae": vae.data if cfg.is_latent else None,
-                "test": test.data, "config": cfg.to_dict(), "dtype": dtype, "device": self.device_kind}
+                "test": test.data, "config": cfg.to_dict(), "dtype": dtype, "device": self.device_kind,
+                **self._threads}
         return Artifact.make("minimization", spec)
 
     # ------------------------------------------------------------------ building

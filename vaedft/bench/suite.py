@@ -4,8 +4,11 @@
   training/test set sizes per testbed (``[data.<testbed>]``), network sizes (``[architecture.<testbed>]``,
   absent = the paper's Tables I/II), training settings (``[train]``, per-testbed ``[train.<testbed>]``),
   the minimizer (``[minimize]``, per-testbed ``[minimize.<testbed>]``; baselines in ``[baselines]``), the
-  default seed and device.  ``params_profile`` names the profile section read from each experiment file
-  (default: the profile's own name; a test profile may borrow ``"quick"``).
+  default seed and device, and ``threads``: the torch thread count of every training and minimization
+  (recorded in their artifact specs and applied by every executor, so that an in-process run and a Dask
+  cluster give the same float32 sums; unset: whatever the process has).  ``params_profile`` names the
+  profile section read from each experiment file (default: the profile's own name; a test profile may
+  borrow ``"quick"``).
 * ``benchmark/experiments/eNN_*.toml`` -- an **experiment**: ``id`` (``E1`` ...), ``title``, ``figure``
   (the paper's figure or section), ``function`` (a name in :data:`vaedft.bench.experiments.EXPERIMENTS`),
   ``claim`` (what the paper says), ``[params]`` (the paper's settings), ``[<profile>]`` (changes for that
@@ -30,8 +33,8 @@ __all__ = ["SuiteError", "Profile", "Experiment", "default_suite_dir", "load_pro
            "TESTBED_NAMES"]
 
 TESTBED_NAMES = ("gaussian1d", "speckle1d", "gaussian3d")
-_PROFILE_KEYS = {"name", "description", "seed", "device", "gpu_recommended", "expected_minutes", "params_profile",
-                 "data", "architecture", "train", "minimize", "baselines"}
+_PROFILE_KEYS = {"name", "description", "seed", "device", "threads", "gpu_recommended", "expected_minutes",
+                 "params_profile", "data", "architecture", "train", "minimize", "baselines"}
 _DATA_KEYS = {"n_train", "n_test", "test_set"}
 _EXPERIMENT_KEYS = {"id", "title", "figure", "function", "claim", "params", "claims"}
 
@@ -91,6 +94,7 @@ class Profile:
         name, description, path: identity.
         seed: default seed of every draw (``--seed`` overrides).
         device: default device (``--device`` overrides).
+        threads: torch threads of every training and minimization build (None: the process's own).
         gpu_recommended: warn when it runs on a CPU.
         params_profile: which ``[<profile>]`` section of the experiment files applies.
         data: ``{testbed: {"n_train", "n_test", "test_set"}}``.
@@ -104,6 +108,7 @@ class Profile:
     description: str = ""
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None
     gpu_recommended: bool = False
     params_profile: str = ""
     expected_minutes: float | None = None
@@ -126,8 +131,9 @@ class Profile:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "seed": self.seed, "device": self.device,
-                "params_profile": self.params_profile, "data": self.data, "architecture": self.architecture,
-                "train": self.train, "minimize": self.minimize, "baselines": self.baselines}
+                "threads": self.threads, "params_profile": self.params_profile, "data": self.data,
+                "architecture": self.architecture, "train": self.train, "minimize": self.minimize,
+                "baselines": self.baselines}
 
 
 def load_profile(name_or_path: str | Path, suite_dir: str | Path | None = None) -> Profile:
@@ -145,6 +151,9 @@ def load_profile(name_or_path: str | Path, suite_dir: str | Path | None = None) 
     _need(isinstance(name, str) and name.isidentifier(), path, f"name must be a simple identifier, got {name!r}")
     seed = raw.get("seed", 0)
     _need(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, path, f"seed must be >= 0, got {seed!r}")
+    threads = raw.get("threads")
+    _need(threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1), path,
+          f"threads must be a positive integer, got {threads!r}")
     data = raw.get("data", {})
     _need(isinstance(data, dict), path, "[data] must be a table")
     for tb, d in data.items():
@@ -165,7 +174,7 @@ def load_profile(name_or_path: str | Path, suite_dir: str | Path | None = None) 
           "expected_minutes must be a positive number")
     return Profile(
         name=name, path=path, description=str(raw.get("description", "")), seed=seed,
-        device=str(raw.get("device", "auto")), gpu_recommended=bool(raw.get("gpu_recommended", False)),
+        device=str(raw.get("device", "auto")), threads=threads, gpu_recommended=bool(raw.get("gpu_recommended", False)),
         params_profile=str(raw.get("params_profile", name)), expected_minutes=expected, data=data,
         architecture=raw.get("architecture", {}), train=raw.get("train", {}), minimize=raw.get("minimize", {}),
         baselines=raw.get("baselines", {}),
