@@ -17,6 +17,7 @@ from vaedft.bench.artifacts import Artifact, ArtifactStore, DamagedArtifactWarni
 from vaedft.bench.check import load_results, run_check, write_reference
 from vaedft.bench.claims import ClaimError, beta_of, evaluate_claims
 from vaedft.bench.cli import main
+from vaedft.bench.experiments import EXPERIMENTS
 from vaedft.bench.runner import plan_builds, run_suite
 from vaedft.bench.suite import SuiteError, load_experiments, load_profile
 
@@ -299,8 +300,18 @@ def test_artifact_kind_is_checked():
 def test_profiles_and_experiments_of_the_suite_load():
     for name in ("quick", "paper"):
         prof = load_profile(name, SUITE)
-        exps = load_experiments(prof, SUITE)
+        exps = load_experiments(prof, SUITE, functions=EXPERIMENTS)
         assert [e.id for e in exps] == ALL
+
+
+def test_an_experiment_naming_an_unknown_function_is_refused(tmp_path):
+    suite = tmp_path / "suite"
+    shutil.copytree(SUITE / "profiles", suite / "profiles")
+    (suite / "experiments").mkdir()
+    (suite / "experiments" / "e1.toml").write_text(
+        'id = "E1"\ntitle = "t"\nfunction = "timingz"\nclaim = "c"\n[params]\ncases = []\n')
+    with pytest.raises(SuiteError, match="'timingz' is not one of"):
+        load_experiments(load_profile("quick", suite), suite, functions=EXPERIMENTS)
 
 
 @pytest.mark.parametrize("name", ["quick", "paper"])

@@ -129,11 +129,12 @@ def _cmd_check(args) -> int:
 def _cmd_list(args) -> int:
     from tabulate import tabulate
 
+    from .experiments import EXPERIMENTS
     from .suite import default_suite_dir, load_experiments, load_profile
 
     suite = Path(args.suite) if args.suite else default_suite_dir()
     prof = load_profile(args.profile, suite)
-    rows = [[e.id, e.title, e.figure, e.path.name] for e in load_experiments(prof, suite)]
+    rows = [[e.id, e.title, e.figure, e.path.name] for e in load_experiments(prof, suite, functions=EXPERIMENTS)]
     print(tabulate(rows, headers=["id", "title", "figure", "file"], tablefmt="github"))
     print("\nprofiles: " + ", ".join(sorted(p.stem for p in (suite / "profiles").glob("*.toml"))))
     return 0

@@ -191,7 +191,7 @@ def run_suite(
 
     suite_dir = Path(suite_dir) if suite_dir is not None else default_suite_dir()
     prof = load_profile(profile, suite_dir)
-    exps: list[Experiment] = load_experiments(prof, suite_dir, experiments)
+    exps: list[Experiment] = load_experiments(prof, suite_dir, experiments, functions=EXPERIMENTS)
     dev = str(resolve_device(device or prof.device))
     if dev == "cpu" and prof.gpu_recommended:
         warnings.warn(f"the {prof.name} profile is sized for a GPU; on this CPU it will take very long "
