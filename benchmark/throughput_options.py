@@ -8,6 +8,10 @@ rounds is reported as a ratio to eager.  The accuracy side: the loss of a bf16 f
 same batch (relative difference).
 
     python benchmark/throughput_options.py [--rounds 5] [--steps 5] [--threads 1]
+
+With ``--batches 16,32,64,100`` it instead times eager steps at each batch size and prints samples per
+second as a ratio to batch 100 (alternating rounds, medians): on a CPU a smaller batch gives more updates
+per epoch, and what it costs per sample decides whether that pays.
 """
 
 from __future__ import annotations
@@ -40,13 +44,52 @@ def _step_fn(kind, model, x, y, variant):
     return step
 
 
+def _batch(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.rand(n, 256, generator=gen) + 0.1
+    return x / (x.sum(1, keepdim=True) / 257), torch.rand(n, generator=gen)
+
+
+def batch_table(batches: list[int], rounds: int, steps: int) -> None:
+    """Samples per second of eager training steps at each batch size, as a ratio to batch 100."""
+    gen = torch.Generator().manual_seed(0)
+    for kind in ("functional", "vae"):
+        step, times = {}, {}
+        for b in batches:
+            torch.manual_seed(0)
+            model = Functional(functional_preset("gaussian1d")) if kind == "functional" else VAE(
+                vae_preset("gaussian1d", 4))
+            x, y = _batch(b, gen)
+            step[b] = _step_fn(kind, model, x, None if kind == "vae" else y, "eager")
+            step[b]()
+            times[b] = []
+        for _ in range(rounds):
+            for b in batches:
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    step[b]()
+                times[b].append((time.perf_counter() - t0) / steps)
+        rate = {b: b / float(np.median(ts)) for b, ts in times.items()}
+        base = rate.get(100)
+        for b in batches:
+            ratio = f"{rate[b] / base:5.2f}x batch 100" if base else ""
+            print(f"{kind:10s} batch {b:4d} {1e3 * b / rate[b]:8.1f} ms/step {rate[b]:7.0f} samples/s  {ratio}",
+                  flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batches", help="comma-separated batch sizes: time these instead of the options")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.batches:
+        batches = [int(b) for b in args.batches.split(",")]
+        print(f"torch {torch.__version__}, {args.threads} thread(s), float32, eager, median of {args.rounds} "
+              f"alternating rounds of {args.steps} steps")
+        batch_table(batches, args.rounds, args.steps)
+        return 0
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(100, 256, generator=gen) + 0.1
     x = x / (x.sum(1, keepdim=True) / 257)
