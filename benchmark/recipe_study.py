@@ -88,6 +88,9 @@ RUNS = {
     "v_sp_smooth": Run("vae", "sp_train", {**COSINE, "epochs": 6, "beta": 1e-5}, latent_dim=16,
                        model={"input_scale": "volume", "decoder": "smooth"}),
     "f_g1d_sobolev": Run("functional", "g1d_train", {**COSINE, "epochs": 10, "derivative_weight": 1e-5}),
+    # batch 32: three times the updates per epoch for about the same time per sample on this CPU
+    "f_g1d_b32": Run("functional", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 30}),
+    "v_g1d_b32": Run("vae", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 20, "beta": 1e-3}, latent_dim=4),
 }
 
 #: Minimizations: (vae run, functional run, test set, method settings).
@@ -103,6 +106,11 @@ MINIMIZATIONS = {
     "g1d_sobolev_budget": ("v_g1d_paper", "f_g1d_sobolev", "g1d_test", {"method": None}),
     "g1d_sobolev_lbfgs": ("v_g1d_paper", "f_g1d_sobolev", "g1d_test",
                           {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
+    "g1d_b32_budget": ("v_g1d_b32", "f_g1d_b32", "g1d_test", {"method": None}),
+    "g1d_b32_gd": ("v_g1d_b32", "f_g1d_b32", "g1d_test", {"method": "latent-gd", "steps": 1000, "lr": 1.0}),
+    "g1d_b32_lbfgs": ("v_g1d_b32", "f_g1d_b32", "g1d_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
+    "g1d_b32_lbfgs_nearest": ("v_g1d_b32", "f_g1d_b32", "g1d_test",
+                              {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "init": "nearest"}),
     "sp_paper_lbfgs": ("v_sp_paper", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "sp_smooth_lbfgs": ("v_sp_smooth", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
 }

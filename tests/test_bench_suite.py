@@ -304,12 +304,18 @@ def test_profiles_and_experiments_of_the_suite_load():
         assert [e.id for e in exps] == ALL
 
 
-def test_an_experiment_naming_an_unknown_function_is_refused(tmp_path):
+def _suite_with_one_experiment(tmp_path: Path, text: str) -> Path:
+    """A suite directory with the committed profiles and one experiment file holding ``text``."""
     suite = tmp_path / "suite"
     shutil.copytree(SUITE / "profiles", suite / "profiles")
     (suite / "experiments").mkdir()
-    (suite / "experiments" / "e1.toml").write_text(
-        'id = "E1"\ntitle = "t"\nfunction = "timingz"\nclaim = "c"\n[params]\ncases = []\n')
+    (suite / "experiments" / "e1.toml").write_text(text)
+    return suite
+
+
+def test_an_experiment_naming_an_unknown_function_is_refused(tmp_path):
+    suite = _suite_with_one_experiment(
+        tmp_path, 'id = "E1"\ntitle = "t"\nfunction = "timingz"\nclaim = "c"\n[params]\ncases = []\n')
     with pytest.raises(SuiteError, match="'timingz' is not one of"):
         load_experiments(load_profile("quick", suite), suite, functions=EXPERIMENTS)
 
@@ -352,6 +358,8 @@ def test_unknown_profile_or_experiment_is_refused(tmp_path, capsys):
         ('name = "x"\n[data.speckle1d]\nn_train = 5\n', "n_test"),
         ('name = "x"\n[data.speckle1d]\nn_train = 5\ntest_set = "snyder2012"\n', "fixed test set"),
         ('name = "x" = 1\n', "not valid TOML"),
+        ('name = "x"\nthreads = 0\n', "threads must be a positive integer"),
+        ('name = "x"\nthreads = true\n', "threads must be a positive integer"),
     ],
 )
 def test_bad_profile_files_are_refused(tmp_path, text, match):
@@ -362,11 +370,9 @@ def test_bad_profile_files_are_refused(tmp_path, text, match):
 
 
 def test_experiment_profile_section_may_only_change_defined_params(tmp_path):
-    suite = tmp_path / "suite"
-    shutil.copytree(SUITE / "profiles", suite / "profiles")
-    (suite / "experiments").mkdir()
-    (suite / "experiments" / "e1.toml").write_text(
-        'id = "E1"\ntitle = "t"\nfunction = "timings"\nclaim = "c"\n[params]\ncases = []\n[quick]\ncasez = []\n')
+    suite = _suite_with_one_experiment(
+        tmp_path, 'id = "E1"\ntitle = "t"\nfunction = "timings"\nclaim = "c"\n[params]\ncases = []\n'
+        '[quick]\ncasez = []\n')
     with pytest.raises(SuiteError, match="casez"):
         load_experiments(load_profile("quick", suite), suite)
 
