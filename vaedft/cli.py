@@ -272,6 +272,9 @@ def _add_minimize(sub) -> None:
     p.add_argument("--settle-window", type=_nonneg_int,
                    help="convergence: a row stops when its energy moved less than --tol-energy over its last this "
                    "many steps (default 0: the per-step test)")
+    p.add_argument("--latent-box", type=_nonneg_float,
+                   help="latent methods: keep every latent coordinate within the training codes' mean +- this many "
+                   "standard deviations (a trust region around the data; default 0: unbounded, the paper)")
     p.add_argument("--n-components", type=_positive_int,
                    help=f"principal components of pca-gd (default {d.n_components})")
     p.add_argument("--history-every", type=_positive_int,
@@ -310,7 +313,7 @@ def _run_minimize(args) -> int:
         "steps": args.steps, "lr": args.lr, "init": args.init, "starts": args.starts, "seed": args.seed,
         "tol_energy": args.tol_energy, "tol_grad": args.tol_grad, "n_components": args.n_components,
         "history_every": args.history_every, "divergence_threshold": args.divergence_threshold,
-        "precondition": args.precondition, "settle_window": args.settle_window,
+        "precondition": args.precondition, "settle_window": args.settle_window, "latent_box": args.latent_box,
     }
     config = MinimizeConfig(method=args.method, **{k: v for k, v in given.items() if v is not None})
     if args.vae is not None and args.method in DENSITY_METHODS:

@@ -82,6 +82,12 @@ class MinimizeConfig:
         n_components: principal components of ``pca-gd``.
         precondition: ``None`` (eq. 10 as in the paper) or ``"kinetic"`` (density-gd only).
         precondition_shift: ``c`` in ``(T + c)^-1`` (E0), for ``precondition="kinetic"``.
+        latent_box: 0 (default, the paper): z is free.  ``k > 0`` (latent methods): a trust region
+            around the training data -- after every step each latent coordinate is clipped to the
+            training codes' mean +- ``k`` standard deviations (encoder means of the training
+            densities, so the training densities are needed).  Far outside that region the decoder
+            makes densities the functional never saw, and a briefly trained functional can give them
+            energies thousands of kcal/mol below the ground state.
     """
 
     method: str = "latent-gd"
@@ -101,6 +107,7 @@ class MinimizeConfig:
     precondition: str | None = None
     precondition_shift: float = 1.0
     settle_window: int = 0
+    latent_box: float = 0.0
 
     def __post_init__(self) -> None:
         def put(name, value):
@@ -122,6 +129,11 @@ class MinimizeConfig:
         put("tol_energy", _number("tol_energy", self.tol_energy))
         put("tol_grad", _number("tol_grad", self.tol_grad, allow_inf=True))
         put("settle_window", _integer("settle_window", self.settle_window, 0))
+        put("latent_box", _number("latent_box", self.latent_box))
+        if self.latent_box < 0:
+            raise ValueError(f"latent_box must be >= 0 (0: no bound), got {self.latent_box}")
+        if self.latent_box > 0 and self.method not in LATENT_METHODS:
+            raise ValueError(f"latent_box bounds the latent vector; {self.method} is not a latent method")
         put("adam_eps", _number("adam_eps", self.adam_eps, positive=True))
         put("divergence_threshold", _number("divergence_threshold", self.divergence_threshold, positive=True,
                                             allow_inf=True))
@@ -147,7 +159,7 @@ class MinimizeConfig:
     def needs_training_densities(self) -> bool:
         """Whether this configuration needs the training densities (PCA basis or start points)."""
         return (self.method == "pca-gd" or self.init in ("mean", "sample", "nearest")
-                or (self.starts > 1 and self.init != "prior"))
+                or (self.starts > 1 and self.init != "prior") or self.latent_box > 0)
 
     @property
     def history_steps(self) -> np.ndarray:
@@ -155,12 +167,13 @@ class MinimizeConfig:
         return np.arange(0, self.steps + 1, self.history_every)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples as lists); ``settle_window`` only when set, so configs (and cached
-        results keyed by them) from before it existed keep their identity."""
+        """JSON-ready dict (tuples as lists); ``settle_window`` and ``latent_box`` only when set, so
+        configs (and cached results keyed by them) from before they existed keep their identity."""
         out = dataclasses.asdict(self)
         out["adam_betas"] = list(self.adam_betas)
-        if out["settle_window"] == 0:
-            del out["settle_window"]
+        for name in ("settle_window", "latent_box"):
+            if out[name] == 0:
+                del out[name]
         return out
 
     @classmethod

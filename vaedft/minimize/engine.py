@@ -41,6 +41,10 @@ Starting points (:attr:`~vaedft.minimize.MinimizeConfig.init`), start 0 of each 
   ``train_densities``.  Not in the paper; it starts each instance close to its answer, which
   keeps the descent on the part of the manifold the networks were trained on.
 
+Trust region (:attr:`~vaedft.minimize.MinimizeConfig.latent_box` ``= k > 0``): the training
+densities are encoded (encoder means ``mu``) and every latent coordinate is clipped to
+``mean(mu) +- k std(mu)`` after each step (and at the start), the same box for every row.
+
 Starts ``k >= 1`` draw a prior point when ``init == "prior"`` and a random training density
 otherwise.  The result of each instance is its start of lowest final energy among the starts that
 did not diverge (``best_start``); an instance is flagged diverged only if all its starts diverged.
@@ -167,6 +171,19 @@ def _descend(problem: _Problem, x0: torch.Tensor, cfg: MinimizeConfig, progress:
         history[:, col:] = E[:, None]
     return {"x": x, "E": E, "gnorm": gnorm, "steps": steps, "converged": converged, "diverged": diverged,
             "history": history}
+
+
+def latent_bounds(vae: nn.Module, densities: torch.Tensor, k: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lo, hi)`` ``(l_d,)``: the mean of the encoder means of ``densities`` ``(N, *grid)`` -+ ``k`` std.
+
+    Needs at least two densities (a spread); the mean training density alone has none.
+    """
+    if densities.shape[0] < 2:
+        raise ValueError("latent_box needs the training densities (at least two), not only their mean")
+    mu = torch.cat([vae.encode(densities[lo : lo + _ENCODE_BATCH])[0]
+                    for lo in range(0, densities.shape[0], _ENCODE_BATCH)])
+    center, spread = mu.mean(0), mu.std(0)
+    return center - k * spread, center + k * spread
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -347,7 +364,8 @@ def minimize(
         z0 = torch.as_tensor(z0).detach()
         if tuple(z0.shape) != (n_inst, latent_dim) or not bool(torch.isfinite(z0).all()):
             raise ValueError(f"z0 must be finite with shape ({n_inst}, {latent_dim}), got {tuple(z0.shape)}")
-    needs_train = cfg.needs_training_densities if z0 is None else (cfg.starts > 1 and cfg.init != "prior")
+    needs_train = cfg.needs_training_densities if z0 is None else (
+        (cfg.starts > 1 and cfg.init != "prior") or cfg.latent_box > 0)
     train = None
     if needs_train:
         if train_densities is None:
@@ -383,7 +401,8 @@ def minimize(
                                      for lo in range(0, dens.shape[0], _ENCODE_BATCH)])
                     z_enc = mus[inv.reshape(-1)]
                     z0 = torch.where(torch.as_tensor(is_prior.reshape(-1, 1), device=device), z0, z_enc)
-                problem: _Problem = _LatentProblem(spec, V_rows, vae, functional)
+                bounds = None if cfg.latent_box == 0 else latent_bounds(vae, train, cfg.latent_box)
+                problem: _Problem = _LatentProblem(spec, V_rows, vae, functional, bounds)
             else:
                 dens, inv = _start_densities(train, which)
                 x0 = dens.flatten(1)[inv.reshape(-1)]

@@ -143,9 +143,15 @@ class _Problem:
 
 
 class _LatentProblem(_Problem):
-    def __init__(self, spec, V, vae, functional) -> None:
+    """Latent methods; ``bounds = (lo, hi)`` ``(l_d,)`` each clips every coordinate after a step."""
+
+    def __init__(self, spec, V, vae, functional, bounds=None) -> None:
         super().__init__(spec, V)
         self.vae, self.functional = vae, functional
+        self.bounds = bounds
+
+    def constrain(self, z):
+        return z if self.bounds is None else torch.clamp(z, *self.bounds)
 
     def evaluate(self, z, V):
         with torch.enable_grad():
