@@ -91,6 +91,8 @@ RUNS = {
     # batch 32: three times the updates per epoch for about the same time per sample on this CPU
     "f_g1d_b32": Run("functional", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 30}),
     "v_g1d_b32": Run("vae", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 20, "beta": 1e-3}, latent_dim=4),
+    "v_g1d_smooth_b32": Run("vae", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 20, "beta": 1e-3},
+                            latent_dim=4, model={"decoder": "smooth"}),
 }
 
 #: Minimizations: (vae run, functional run, test set, method settings).
@@ -111,6 +113,9 @@ MINIMIZATIONS = {
     "g1d_b32_lbfgs": ("v_g1d_b32", "f_g1d_b32", "g1d_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "g1d_b32_lbfgs_nearest": ("v_g1d_b32", "f_g1d_b32", "g1d_test",
                               {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "init": "nearest"}),
+    "g1d_smooth_b32_budget": ("v_g1d_smooth_b32", "f_g1d_b32", "g1d_test", {"method": None}),
+    "g1d_smooth_b32_lbfgs": ("v_g1d_smooth_b32", "f_g1d_b32", "g1d_test",
+                             {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "sp_paper_lbfgs": ("v_sp_paper", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "sp_smooth_lbfgs": ("v_sp_smooth", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
 }
