@@ -8,13 +8,11 @@ import pytest
 import torch
 
 from vaedft.cli import main
-from vaedft.data.generate import generate_dataset
 from vaedft.minimize import MinimizeConfig, minimize
 from vaedft.minimize.engine import latent_bounds
-from vaedft.models import VAE, functional_preset, vae_preset
+from vaedft.models import VAE, vae_preset
 from vaedft.physics import ExactKineticFunctional, get_testbed, ground_state
 from vaedft.results import read_result
-from vaedft.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -85,16 +83,9 @@ def test_config_checks_and_cache_identity(setup):
         minimize(V, ExactKineticFunctional(TB.grid).double(), vae, config=cfg, z0=np.zeros((4, 3)))
 
 
-def test_vaedft_minimize_latent_box(tmp_path):
-    data = generate_dataset(TB, tmp_path / "train.h5", n=60, seed=1, progress=False)
-    test = generate_dataset(TB, tmp_path / "test.h5", n=3, seed=2, progress=False)
-    small = {"channels": (4,) * 5, "kernel": 3}
-    kw = {"config": TrainConfig(epochs=1, lr=1e-3, batch_size=40), "device": "cpu", "progress": False}
-    train("vae", data, tmp_path / "vae", model_config=vae_preset("gaussian1d", 4).replace(**small, dense=(8, 8)),
-          **kw)
-    train("functional", data, tmp_path / "f", model_config=functional_preset("gaussian1d").replace(**small), **kw)
+def test_vaedft_minimize_latent_box(tmp_path, tiny_pair):
     out = tmp_path / "r.h5"
-    assert main(["minimize", "--vae", str(tmp_path / "vae"), "--functional", str(tmp_path / "f"), "--data",
-                 str(test), "--out", str(out), "--steps", "3", "--latent-box", "3", "--no-progress",
+    assert main(["minimize", "--vae", str(tiny_pair["vae"]), "--functional", str(tiny_pair["functional"]), "--data",
+                 str(tiny_pair["test"]), "--out", str(out), "--steps", "3", "--latent-box", "3", "--no-progress",
                  "--no-gap"]) == 0
     assert read_result(out)["config"].latent_box == 3.0

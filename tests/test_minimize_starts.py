@@ -9,13 +9,10 @@ import pytest
 import torch
 
 from vaedft.cli import main
-from vaedft.data.generate import generate_dataset
 from vaedft.minimize import MinimizeConfig, minimize
 from vaedft.minimize.engine import nearest_potentials
-from vaedft.models import functional_preset, vae_preset
 from vaedft.physics import ExactKineticFunctional, get_testbed, ground_state
 from vaedft.results import read_result
-from vaedft.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,18 +49,10 @@ def test_nearest_needs_the_training_potentials():
         minimize(V, f, config=cfg, train_densities=np.abs(V), train_potentials=V[:2])
 
 
-def test_vaedft_minimize_init_nearest(tmp_path):
-    g1 = get_testbed("gaussian1d")
-    data = generate_dataset(g1, tmp_path / "train.h5", n=60, seed=1, progress=False)
-    test = generate_dataset(g1, tmp_path / "test.h5", n=3, seed=2, progress=False)
-    small = {"channels": (4,) * 5, "kernel": 3}
-    kw = {"config": TrainConfig(epochs=1, lr=1e-3, batch_size=40), "device": "cpu", "progress": False}
-    train("vae", data, tmp_path / "vae", model_config=vae_preset("gaussian1d", 4).replace(**small, dense=(8, 8)),
-          **kw)
-    train("functional", data, tmp_path / "f", model_config=functional_preset("gaussian1d").replace(**small), **kw)
+def test_vaedft_minimize_init_nearest(tmp_path, tiny_pair):
     out = tmp_path / "r.h5"
-    assert main(["minimize", "--vae", str(tmp_path / "vae"), "--functional", str(tmp_path / "f"), "--data",
-                 str(test), "--out", str(out), "--steps", "3", "--init", "nearest", "--no-progress",
+    assert main(["minimize", "--vae", str(tiny_pair["vae"]), "--functional", str(tiny_pair["functional"]), "--data",
+                 str(tiny_pair["test"]), "--out", str(out), "--steps", "3", "--init", "nearest", "--no-progress",
                  "--no-gap"]) == 0
     res = read_result(out)
     assert res["config"].init == "nearest"

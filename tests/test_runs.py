@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from vaedft.cli import main
-from vaedft.data.generate import generate_dataset
-from vaedft.models import functional_preset, vae_preset
-from vaedft.physics import get_testbed
+from vaedft.models import functional_preset
 from vaedft.runs import CheckpointError, load_checkpoint, load_run
 from vaedft.train import TrainConfig, train
 
@@ -33,18 +31,8 @@ class Payload:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    g1 = get_testbed("gaussian1d")
-    data = generate_dataset(g1, root / "train.h5", n=60, seed=1, progress=False)
-    test = generate_dataset(g1, root / "test.h5", n=3, seed=2, progress=False)
-    cfg = TrainConfig(epochs=1, lr=1e-3, batch_size=40)
-    small = {"channels": (4,) * 5, "kernel": 3}
-    kw = {"config": cfg, "device": "cpu", "progress": False}
-    train("vae", data, root / "vae", model_config=vae_preset("gaussian1d", 4).replace(**small, dense=(8, 8)), **kw)
-    train("functional", data, root / "functional", model_config=functional_preset("gaussian1d").replace(**small),
-          **kw)
-    return {"root": root, "data": data, "test": test, "vae": root / "vae", "functional": root / "functional"}
+def runs(tiny_pair):
+    return tiny_pair
 
 
 def _poison(path):
