@@ -7,10 +7,11 @@ decay from 1e-3) on gaussian1d and speckle1d, then measures on 100 test instance
 * the functional's MAE on the exact test densities, and the effect of the derivative (Sobolev)
   loss at equal CPU time;
 * the VAE's reconstruction error with the paper's decoder and with the smooth one;
-* latent minimization (the paper's plain GD, and L-BFGS) of every test potential, with the error
-  budget of every minimization (functional error, representation, decoder roughness, manifold
-  gap, total, exact energy of the found density) and the worst instances with their potential
-  parameters.
+* latent minimization (the paper's plain GD, and L-BFGS, free or in the trust region
+  ``latent_box``) of every test potential, with the error budget of every minimization (functional
+  error, representation, decoder roughness, manifold gap, total, exact energy of the found
+  density) and the worst instances with their potential parameters;
+* the same at batch 32 (``*_b32`` runs): three times the updates per epoch.
 
 Every stage is resumable (datasets and trainings continue where they stopped; finished
 evaluations are cached as JSON in the work directory), so a killed run loses at most one
@@ -116,6 +117,11 @@ MINIMIZATIONS = {
     "g1d_smooth_b32_budget": ("v_g1d_smooth_b32", "f_g1d_b32", "g1d_test", {"method": None}),
     "g1d_smooth_b32_lbfgs": ("v_g1d_smooth_b32", "f_g1d_b32", "g1d_test",
                              {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
+    # the trust region: every latent coordinate within the training codes' mean +- 2 std
+    "g1d_b32_lbfgs_box2": ("v_g1d_b32", "f_g1d_b32", "g1d_test",
+                           {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
+    "g1d_smooth_b32_lbfgs_box2": ("v_g1d_smooth_b32", "f_g1d_b32", "g1d_test",
+                                  {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
     "sp_paper_lbfgs": ("v_sp_paper", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "sp_smooth_lbfgs": ("v_sp_smooth", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
 }
@@ -199,7 +205,7 @@ def run_minimization(name: str, work: Path, data: dict[str, Path], gaps: dict) -
                                 "history_every": 100, **settings})
         train = read_arrays(data[RUNS[vae_name].data], ("density", "potential"))
         n_vae = int(json.loads((work / vae_name / "config.json").read_text())["data"]["n_instances"])
-        if cfg.init == "mean":
+        if cfg.init == "mean" and cfg.latent_box == 0:
             starts = {"train_densities": train["density"][:n_vae].mean(axis=0, keepdims=True)}
         else:
             starts = {"train_densities": train["density"][:n_vae], "train_potentials": train["potential"][:n_vae]}
@@ -416,7 +422,7 @@ def render(header: dict, cache: dict) -> str:
     for name, r in cache["runs"].items():
         m = cache["models"].get(name, {})
         t = r["train"]
-        recipe = f"lr {t['lr']:g} {t.get('schedule', 'constant')} -> {t.get('lr_min', 0):g}"
+        recipe = f"lr {t['lr']:g} {t.get('schedule', 'constant')} -> {t.get('lr_min', 0):g}, batch {t['batch_size']}"
         if t.get("derivative_weight"):
             recipe += f", derivative weight {t['derivative_weight']:g}"
         quality = (f"MAE {m['mae_kcal']:.3f} (max {m['max_kcal']:.2f})" if "mae_kcal" in m
@@ -432,6 +438,8 @@ def render(header: dict, cache: dict) -> str:
         if e is None:
             continue
         method = m["settings"]["method"] + (f" from {m['settings']['init']}" if "init" in m["settings"] else "")
+        if m["settings"].get("latent_box"):
+            method += f", latent box {m['settings']['latent_box']:g}"
         rows.append([name, m["vae"], m["functional"], method, m["settings"]["steps"],
                      f"{e['mean_abs_error_kcal_per_mol']:.2f}", f"{100 * e['fraction_within_ca']:.0f} %",
                      e.get("n_violations_beyond_ca", "-"), f"{e['max_abs_error_kcal_per_mol']:.1f}",
@@ -448,6 +456,7 @@ def render(header: dict, cache: dict) -> str:
     lines += ["", "## Decoder variants: the paper's and the smooth one (same training, same functional)", ""]
     rows = []
     for tb, paper, smooth in (("gaussian1d", "g1d_paper_budget", "g1d_smooth_budget"),
+                              ("gaussian1d (batch 32, 20 epochs)", "g1d_b32_budget", "g1d_smooth_b32_budget"),
                               ("speckle1d", "sp_paper_lbfgs", "sp_smooth_lbfgs")):
         if paper not in cache["min"] or smooth not in cache["min"]:
             continue
