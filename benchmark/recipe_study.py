@@ -22,6 +22,7 @@ Usage::
 
     python benchmark/recipe_study.py --work /path/to/work --out reports/recipe_study
     python benchmark/recipe_study.py --work W --out O --only f_g1d,v_g1d_paper   # a subset of the runs
+    python benchmark/recipe_study.py --work W --out O --render    # only rewrite the report from W's caches
 """
 
 from __future__ import annotations
@@ -323,13 +324,15 @@ def main(argv=None) -> int:
     p.add_argument("--work", required=True, type=Path, help="datasets, runs and cached evaluations (resumable)")
     p.add_argument("--out", required=True, type=Path, help="where results.json and study.md go")
     p.add_argument("--only", help="comma-separated run and minimization names (default: all)")
+    p.add_argument("--render", action="store_true",
+                   help="run nothing: rewrite results.json, study.md and the figure from the work directory's caches")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--tag", default="main", help="name of this process's cache file: several processes with "
                    "disjoint --only sets may share a work directory; the report merges every cache")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    only = set(args.only.split(",")) if args.only else None
+    only = set() if args.render else set(args.only.split(",")) if args.only else None
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     cache_path = args.work / f"study_cache_{args.tag}.json"
@@ -338,7 +341,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     data = make_data(args.work)
     for name in RUNS:
-        if only and name not in only:
+        if only is not None and name not in only:
             continue
         print(f"[study] train {name}", flush=True)
         cache["runs"][name] = train_run(name, args.work, data)
@@ -347,7 +350,7 @@ def main(argv=None) -> int:
         _dump(cache_path, cache)
         # the minimizations whose two networks are now trained run at once, so results come early
         for mname, (vae_name, f_name, _, _) in MINIMIZATIONS.items():
-            if (only and mname not in only) or mname in cache["min"]:
+            if (only is not None and mname not in only) or mname in cache["min"]:
                 continue
             trained = set(cache["runs"]) | _trained_elsewhere(args.work)
             if vae_name not in trained or f_name not in trained:
