@@ -55,3 +55,20 @@ def test_generation_with_progress_keeps_a_log_readable(tmp_path, capsys):
     generate_dataset(get_testbed("gaussian1d"), tmp_path / "d.h5", n=4, seed=0, progress=True)
     err = capsys.readouterr().err
     assert err and "\r" not in err
+
+
+def test_forced_refreshes_and_nested_bars_stay_plain_and_sparse():
+    """set_postfix forces a refresh on a terminal; in a log it waits for the interval like any update,
+    and an inner bar's cursor movements do not reach the log."""
+    log = io.StringIO()
+    with progress_bar(total=3, desc="outer", file=log) as outer:
+        for _ in range(3):
+            with progress_bar(total=200, desc="inner", file=log) as inner:
+                for i in range(200):
+                    inner.update(1)
+                    inner.set_postfix(loss=f"{1 / (i + 1):.3g}")
+            outer.update(1)
+    text = log.getvalue()
+    assert "\x1b" not in text and "\r" not in text
+    assert len(text.splitlines()) <= 12, text  # per bar its first and final line, not 200 frames
+    assert sum("inner" in line and "200/200" in line for line in text.splitlines()) == 3
