@@ -107,6 +107,23 @@ def test_get_executor_dask_forms(monkeypatch):
     assert calls == [None, "local", "tcp://10.0.0.1:8786", "/shared/scheduler.json"]
 
 
+def test_a_local_cluster_does_not_oversubscribe_the_cores(monkeypatch):
+    """With the profile's torch threads, a local cluster gets cores // threads workers (at least 1)."""
+    made = []
+
+    class FakeDask(Executor):
+        def __init__(self, address=None, **kwargs):
+            made.append((address, kwargs))
+
+    monkeypatch.setattr(executor_module, "DaskExecutor", FakeDask)
+    monkeypatch.setattr(executor_module.os, "cpu_count", lambda: 8)
+    get_executor("dask", threads=2)
+    get_executor("dask:local", threads=16)
+    get_executor("dask:tcp://10.0.0.1:8786", threads=2)  # a remote cluster is sized by whoever started it
+    get_executor("dask")
+    assert made == [(None, {"n_workers": 4}), ("local", {"n_workers": 1}), ("tcp://10.0.0.1:8786", {}), (None, {})]
+
+
 def test_works_without_dask(monkeypatch):
     """With dask hidden, the module still imports and asking for dask says how to install it."""
     monkeypatch.setitem(sys.modules, "dask", None)

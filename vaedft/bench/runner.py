@@ -212,7 +212,7 @@ def run_suite(
         tqdm.write(f"vaedft-bench {prof.name}: {len(exps)} experiments, {len(plan)} artifacts to build "
                    f"(cache {store.root})")
     builds = progress_bar(total=len(plan), desc="builds", unit="artifact", position=0, disable=not progress or not plan)
-    with get_executor(executor) as ex:
+    with get_executor(executor, threads=prof.threads) as ex:
         bar = progress_bar(exps, desc=f"vaedft-bench {prof.name}", unit="experiment", disable=not progress)
         for exp in bar:
             bar.set_postfix_str(f"{exp.id} {exp.title}")
