@@ -130,22 +130,16 @@ def default_label(kind: str, spec: Mapping[str, Any]) -> str:
     return f"{cfg['method']}{what} ({cfg['steps']} steps) on {default_label('dataset', spec['test'])}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_manifest(path: Path) -> dict[str, dict[str, Any]]:
     """``{relative path: {"size", "sha256"}}`` of a file, or of every file under a directory.
 
     Keys are relative to ``path``'s parent (``"data.h5"``, ``"run/best.pt"``), in sorted order.
     """
+    from ..runs import file_sha256  # imports torch: not at module import
+
     path = Path(path)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return {p.relative_to(path.parent).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    return {p.relative_to(path.parent).as_posix(): {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
 
 
 def _open_check(path: Path) -> str | None:
@@ -169,6 +163,7 @@ def verify_files(directory: Path, manifest: Mapping[str, Mapping[str, Any]], mai
     files: open.  An empty manifest (a cache written before manifests existed) checks that the main
     path exists and that its HDF5 files open.
     """
+    from ..runs import file_sha256
     if not manifest:
         if not main.exists():
             return f"{main.name} is missing"
@@ -184,7 +179,7 @@ def verify_files(directory: Path, manifest: Mapping[str, Mapping[str, Any]], mai
         if size != meta["size"]:
             return f"{rel} has {size} bytes, {meta['size']} when built"
         if size <= HASH_LIMIT:
-            if _sha256(p) != meta["sha256"]:
+            if file_sha256(p) != meta["sha256"]:
                 return f"{rel} changed since it was built (sha256 differs)"
         elif (why := _open_check(p)) is not None:
             return why
