@@ -173,6 +173,12 @@ def _descend(problem: _Problem, x0: torch.Tensor, cfg: MinimizeConfig, progress:
             "history": history}
 
 
+def _encoder_means(vae: nn.Module, densities: torch.Tensor) -> torch.Tensor:
+    """Encoder means ``mu`` ``(N, l_d)`` of ``densities`` ``(N, *grid)``, in chunks of ``_ENCODE_BATCH``."""
+    return torch.cat([vae.encode(densities[lo : lo + _ENCODE_BATCH])[0]
+                      for lo in range(0, densities.shape[0], _ENCODE_BATCH)])
+
+
 def latent_bounds(vae: nn.Module, densities: torch.Tensor, k: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(lo, hi)`` ``(l_d,)``: the mean of the encoder means of ``densities`` ``(N, *grid)`` -+ ``k`` std.
 
@@ -180,8 +186,7 @@ def latent_bounds(vae: nn.Module, densities: torch.Tensor, k: float) -> tuple[to
     """
     if densities.shape[0] < 2:
         raise ValueError("latent_box needs the training densities (at least two), not only their mean")
-    mu = torch.cat([vae.encode(densities[lo : lo + _ENCODE_BATCH])[0]
-                    for lo in range(0, densities.shape[0], _ENCODE_BATCH)])
+    mu = _encoder_means(vae, densities)
     center, spread = mu.mean(0), mu.std(0)
     return center - k * spread, center + k * spread
 
@@ -397,9 +402,7 @@ def minimize(
                 z0 = torch.as_tensor(prior.reshape(-1, latent_dim), dtype=dtype, device=device)
                 if train is not None and not is_prior.all():
                     dens, inv = _start_densities(train, np.where(is_prior, 0, which))
-                    mus = torch.cat([vae.encode(dens[lo : lo + _ENCODE_BATCH])[0]
-                                     for lo in range(0, dens.shape[0], _ENCODE_BATCH)])
-                    z_enc = mus[inv.reshape(-1)]
+                    z_enc = _encoder_means(vae, dens)[inv.reshape(-1)]
                     z0 = torch.where(torch.as_tensor(is_prior.reshape(-1, 1), device=device), z0, z_enc)
                 bounds = None if cfg.latent_box == 0 else latent_bounds(vae, train, cfg.latent_box)
                 problem: _Problem = _LatentProblem(spec, V_rows, vae, functional, bounds)
