@@ -90,7 +90,7 @@ RUNS = {
     "v_sp_smooth": Run("vae", "sp_train", {**COSINE, "epochs": 6, "beta": 1e-5}, latent_dim=16,
                        model={"input_scale": "volume", "decoder": "smooth"}),
     "f_g1d_sobolev": Run("functional", "g1d_train", {**COSINE, "epochs": 10, "derivative_weight": 1e-5}),
-    # batch 32: three times the updates per epoch for about the same time per sample on this CPU
+    # batch 32: three times the updates per epoch for 15-25 % more time per sample on this CPU
     "f_g1d_b32": Run("functional", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 30}),
     "v_g1d_b32": Run("vae", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 20, "beta": 1e-3}, latent_dim=4),
     "v_g1d_smooth_b32": Run("vae", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 20, "beta": 1e-3},
