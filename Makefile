@@ -13,7 +13,7 @@ DEMO   ?= data/demo
 
 SMOKE  ?= E6,E9
 
-.PHONY: install quick smoke demo test bench lint clean-demo
+.PHONY: install quick cpu accuracy smoke demo test bench lint clean-demo
 
 install: $(STAMP)
 
@@ -24,9 +24,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The main job: every experiment of the paper at reduced size (about 10 minutes on 2 cores);
-# writes reports/quick/report.md. Artifacts are cached in .vaedft-cache: a rerun is fast.
+# writes reports/quick/report.md. Artifacts are cached in ~/.cache/vaedft/bench ($VAEDFT_CACHE): a rerun is fast.
 quick: $(STAMP)
 	$(BIN)/vaedft-bench --profile quick
+
+# The paper's 1D networks on a 2-core CPU (about two hours; resumable: rerun after an interruption);
+# writes reports/cpu/report.md with the goals of benchmark/reference/cpu.toml.
+cpu: $(STAMP)
+	$(BIN)/vaedft-bench --profile cpu
+
+# The cpu profile's accuracy slice: one gaussian1d pair with the cpu recipe on the 100 Snyder potentials,
+# checked against the cpu goals (about 20 minutes on 2 cores; exit 1 while the goals are missed).
+accuracy: $(STAMP)
+	$(BIN)/vaedft-bench --profile cpu_slice --experiments E4 --out reports-accuracy
+	$(BIN)/vaedft-bench check reports-accuracy/cpu_slice/results.json --against benchmark/reference/cpu_slice.toml
 
 # CI's regression slice: two experiments of the quick profile, checked against the committed reference.
 smoke: $(STAMP)

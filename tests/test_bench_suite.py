@@ -298,7 +298,7 @@ def test_artifact_kind_is_checked():
 
 
 def test_profiles_and_experiments_of_the_suite_load():
-    for name in ("quick", "paper"):
+    for name in ("quick", "cpu", "paper"):
         prof = load_profile(name, SUITE)
         exps = load_experiments(prof, SUITE, functions=EXPERIMENTS)
         assert [e.id for e in exps] == ALL
@@ -320,7 +320,7 @@ def test_an_experiment_naming_an_unknown_function_is_refused(tmp_path):
         load_experiments(load_profile("quick", suite), suite, functions=EXPERIMENTS)
 
 
-@pytest.mark.parametrize("name", ["quick", "paper"])
+@pytest.mark.parametrize("name", ["quick", "cpu", "paper"])
 def test_every_spec_of_the_committed_profiles_resolves(tmp_path, name):
     """Planning builds every model and minimizer config of the profile (invalid settings raise here)."""
     prof = load_profile(name, SUITE)
@@ -338,6 +338,19 @@ def test_every_spec_of_the_committed_profiles_resolves(tmp_path, name):
         sizes = {a.data["testbed"]: a.data.get("n") for a in plan if a.kind == "dataset" and "seed" in a.data
                  and a.data["seed"] == 0}
         assert sizes == {"gaussian1d": 15000, "speckle1d": 120000, "gaussian3d": 36000}
+    if name == "cpu":  # Table I networks in 1D, the recipe, the trust region for the latent descent only
+        one_d = [v for v in vaes if v["model"]["ndim"] == 1]
+        assert one_d and all(tuple(v["model"]["channels"]) == (60,) * 5 for v in one_d)
+        assert all(v["train"]["batch_size"] == 32 and v["train"]["schedule"] == "cosine" for v in one_d)
+        assert {v["model"].get("decoder", "paper") for v in one_d if v["model"]["boundary"] == "hard_wall"} == {
+            "smooth"}
+        assert {v["model"].get("input_scale") for v in one_d if v["model"]["boundary"] == "periodic"} == {14.0}
+        latent = [m["config"] for m in mins if m["vae"] is not None]
+        assert latent and all(c["method"] == "latent-lbfgs" and c["latent_box"] == 2.0 for c in latent)
+        assert all("latent_box" not in m["config"] for m in mins if m["vae"] is None)
+        sizes = {a.data["testbed"]: a.data.get("n") for a in plan if a.kind == "dataset" and a.data.get("seed") == 0}
+        assert sizes["gaussian1d"] == 15000 and sizes["speckle1d"] == 15000
+        assert prof.goals == SUITE / "reference" / "cpu.toml"
 
 
 def test_unknown_profile_or_experiment_is_refused(tmp_path, capsys):
@@ -494,3 +507,107 @@ def test_verification_catches_an_altered_byte_and_accepts_legacy_records(tmp_pat
         f["x"] = np.zeros(3)
     (d / "done.json").write_text("{}")
     assert store.is_built(art)
+
+
+# ----------------------------------------------------------------------------- goals of a profile
+
+
+def test_a_profile_with_goals_reports_them_with_pass_fail_and_check_applies_them(tiny_run, tmp_path, capsys):
+    """``goals = "reference/<file>"``: PASS, FAIL and "not run" goals at the top of the report; the claims
+    of the experiments it lists count too; ``vaedft-bench check`` with the same file exits 1 on a FAIL."""
+    tmp, _ = tiny_run
+    suite = tmp_path / "suite"
+    for sub in ("profiles", "experiments", "reference"):
+        shutil.copytree(SUITE / sub, suite / sub)
+    (suite / "reference" / "tiny_goals.toml").write_text(
+        'profile = "tiny"\nclaims = ["E6"]\n[E6]\n'
+        '"gaussian3d/ld32/beta1e-06/mean_abs_energy_error" = { max = 1e9, source = "a goal met" }\n'
+        '"gaussian3d/ld32/beta1e-06/density_error" = { max = -1.0, source = "a goal missed" }\n'
+        '[E9]\n"speckle1d/ld16/beta1e-05/V0=0.5/mean_abs_energy_error" = { max = 1.0, source = "not run" }\n')
+    profile = tmp_path / "tiny.toml"
+    profile.write_text(TINY.read_text().replace('params_profile = "quick"\n',
+                                                'params_profile = "quick"\ngoals = "reference/tiny_goals.toml"\n'))
+    results = run_suite(profile, experiments=["E6"], out=tmp_path / "reports", cache=tmp / "cache",
+                        suite_dir=suite, progress=False)
+    status = {g["source"]: g["status"] for g in results["goals"]}
+    assert status["a goal met"] == "pass" and status["a goal missed"] == "fail" and status["not run"] == "not run"
+    claims = [g for g in results["goals"] if g["source"] == "claim"]
+    assert [g["metric"] for g in claims] == [c["text"] for c in load_experiments(
+        load_profile(profile, suite), suite, ["E6"], functions=EXPERIMENTS)[0].claims]
+    report = (tmp_path / "reports" / "tiny" / "report.md").read_text()
+    assert report.index("## Goals (") < report.index("## Summary")
+    assert "**FAIL**" in report and "not run" in report and "tiny_goals.toml" in report
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "reports" / "tiny" / "results.json"), "--against",
+                 str(suite / "reference" / "tiny_goals.toml"), "--experiments", "E6"]) == 1
+    out = capsys.readouterr().out
+    assert "a goal missed" in out and "a goal met" not in out
+
+
+def test_goals_file_of_a_profile_must_exist(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text(TINY.read_text().replace('seed = 0\n', 'seed = 0\ngoals = "reference/nope.toml"\n'))
+    with pytest.raises(SuiteError, match="nope.toml not found"):
+        load_profile(path, SUITE)
+
+
+def test_claims_listed_in_a_reference_are_checked_from_the_stored_verdicts(tmp_path):
+    from vaedft.bench.check import ReferenceError, check, load_reference
+
+    ref = tmp_path / "r.toml"
+    ref.write_text('claims = ["E3", "E8"]\n')
+    loaded = load_reference(ref)
+    results = {"experiments": {"E3": {"metrics": {}, "comparisons": [
+        {"claim": "a", "ours": "1", "expected": "> 0", "verdict": "PASS", "kind": "claim"},
+        {"claim": "b", "ours": "-1", "expected": "> 0", "verdict": "FAIL", "kind": "claim"},
+        {"claim": "c", "ours": "not measured", "expected": "> 0", "verdict": "n/a", "kind": "claim"},
+        {"claim": "paper value", "ours": "1", "expected": "<= 2", "verdict": "PASS", "kind": "paper"}]}}}
+    got = {(f.experiment, f.metric): f.status for f in check(results, loaded)}
+    assert got == {("E3", "a"): "pass", ("E3", "b"): "fail", ("E3", "c"): "missing", ("E8", "claims"): "missing"}
+    ref.write_text('claims = "E3"\n')
+    with pytest.raises(ReferenceError, match="list of experiment ids"):
+        load_reference(ref)
+
+
+def test_baselines_drop_the_latent_trust_region_and_infinite_settings_are_refused(tmp_path):
+    text = TINY.read_text().replace('[minimize]\nmethod = "latent-lbfgs"\n',
+                                    '[minimize]\nmethod = "latent-lbfgs"\nlatent_box = 2.0\n')
+    path = tmp_path / "box.toml"
+    path.write_text(text)
+    ctx = context_mod.Context(load_profile(path), ArtifactStore(tmp_path), None, tmp_path, device="cpu", seed=0)
+    assert ctx.minimization("gaussian1d", latent_dim=4, beta=1e-3).data["config"]["latent_box"] == 2.0
+    assert "latent_box" not in ctx.minimization("gaussian1d", method="density-gd").data["config"]
+    path.write_text(text.replace("latent_box = 2.0\n", "latent_box = 2.0\ntol_grad = inf\n"))
+    ctx = context_mod.Context(load_profile(path), ArtifactStore(tmp_path), None, tmp_path, device="cpu", seed=0)
+    with pytest.raises(SuiteError, match="must be finite"):
+        ctx.minimization("gaussian1d", latent_dim=4, beta=1e-3)
+
+
+def test_the_default_cache_lives_outside_the_work_tree(monkeypatch, tmp_path):
+    from vaedft.bench.runner import default_cache_dir
+
+    monkeypatch.setenv("VAEDFT_CACHE", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("VAEDFT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "vaedft" / "bench"
+
+
+def test_the_accuracy_slice_is_the_cpu_profiles_gaussian1d_case_with_its_goals(tmp_path):
+    """``cpu_slice`` builds exactly the cpu profile's artifacts for gaussian1d l_d = 4, beta = 1e-3 (same cache
+    keys, so either run reuses the other's), and its goals are cpu.toml's for that case."""
+    from vaedft.bench.check import load_reference
+
+    def ctx(name):
+        return context_mod.Context(load_profile(name, SUITE), ArtifactStore(tmp_path), None, tmp_path, device="cpu",
+                                   seed=0)
+
+    assert ctx("cpu_slice").minimization("gaussian1d", latent_dim=4, beta=1e-3).key == ctx("cpu").minimization(
+        "gaussian1d", latent_dim=4, beta=1e-3).key
+    exps = load_experiments(load_profile("cpu_slice", SUITE), SUITE, ["E4"], functions=EXPERIMENTS)
+    assert exps[0].params["testbeds"] == [{"testbed": "gaussian1d", "latent_dims": [4]}]
+    assert exps[0].params["betas"] == [1e-3]
+    slice_goals = load_reference(SUITE / "reference" / "cpu_slice.toml")["experiments"]["E4"]
+    cpu_goals = load_reference(SUITE / "reference" / "cpu.toml")["experiments"]["E4"]
+    assert slice_goals and slice_goals == {k: v for k, v in cpu_goals.items() if k.startswith("gaussian1d/")}
+

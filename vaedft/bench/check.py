@@ -21,6 +21,10 @@ Reference file (TOML, ``benchmark/reference/<profile>.toml``)::
     "gaussian3d/ld32/beta1e-06/mean_abs_energy_error" = { max = 4e-4, source = "paper Sec. III C" }
     "gaussian3d/ld32/beta1e-06/frac_within_ca" = { min = 0.99 }
 
+A reference may also list experiments whose ``[[claims]]`` count as goals (``claims = ["E3", "E8"]``, a
+top-level key): each claim verdict stored in the results becomes one finding (PASS: "pass", FAIL: "fail",
+not measured or experiment absent: "missing").
+
 A metric spec has either ``value`` (with ``rtol`` and/or ``atol``, both default 0; the metric passes iff
 ``|ours - value| <= atol + rtol * |value|``) or the inclusive bounds ``min`` and/or ``max``; ``source`` is an
 optional note shown in the report. Every reference metric of the selected experiments yields one
@@ -264,6 +268,9 @@ def load_reference(path: str | os.PathLike[str]) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise ReferenceError(f"{p}: cannot read reference file: {exc}") from exc
 
+    claims = data.get("claims", [])
+    if not (isinstance(claims, list) and all(isinstance(c, str) and re.fullmatch(r"E[0-9]+", c) for c in claims)):
+        raise ReferenceError(f"{p}: 'claims' must be a list of experiment ids such as [\"E3\", \"E8\"], got {claims!r}")
     meta: dict[str, str | None] = {}
     for key in _REFERENCE_META_KEYS:
         x = data.get(key)
@@ -273,7 +280,7 @@ def load_reference(path: str | os.PathLike[str]) -> dict:
 
     experiments: dict[str, dict[str, MetricSpec]] = {}
     for exp_id, table in data.items():
-        if exp_id in _REFERENCE_META_KEYS:
+        if exp_id in _REFERENCE_META_KEYS or exp_id == "claims":
             continue
         if not isinstance(table, dict):
             raise ReferenceError(
@@ -287,9 +294,10 @@ def load_reference(path: str | os.PathLike[str]) -> dict:
             except (TypeError, ValueError) as exc:
                 raise ReferenceError(f"{p}: experiment {exp_id!r}, metric {metric!r}: {exc}") from exc
         experiments[exp_id] = specs
-    if not any(experiments.values()):
+    if not any(experiments.values()) and not claims:
         raise ReferenceError(f"{p}: defines no metrics (expected tables such as [E1] with metric specs)")
-    return {"profile": meta["profile"], "description": meta["description"], "experiments": experiments}
+    return {"profile": meta["profile"], "description": meta["description"], "experiments": experiments,
+            "claims": list(dict.fromkeys(claims))}
 
 
 # ----------------------------------------------------------------------------------------------------------- checking
@@ -320,8 +328,10 @@ def check(results: Mapping[str, Any], reference: Mapping[str, Any], experiments:
     """
     ref_exps: Mapping[str, Mapping[str, MetricSpec]] = reference["experiments"]
     res_exps: Mapping[str, Any] = results.get("experiments") or {}
+    claim_exps = reference.get("claims", [])
     findings: list[Finding] = []
-    for exp_id in _select(experiments, ref_exps, "reference"):
+    selected = _select(experiments, list(dict.fromkeys([*ref_exps, *claim_exps])), "reference")
+    for exp_id in [e for e in selected if e in ref_exps]:
         exp = res_exps.get(exp_id)
         metrics: Mapping[str, Any] = (exp.get("metrics") or {}) if isinstance(exp, Mapping) else {}
         for metric, spec in ref_exps[exp_id].items():
@@ -338,7 +348,23 @@ def check(results: Mapping[str, Any], reference: Mapping[str, Any], experiments:
             else:
                 status = "fail"
             findings.append(Finding(exp_id, metric, ours, expected, status, spec.source))
+    for exp_id in [e for e in selected if e in claim_exps]:
+        findings += _claim_findings(exp_id, res_exps.get(exp_id))
     return findings
+
+
+_CLAIM_STATUS = {"PASS": "pass", "FAIL": "fail"}
+
+
+def _claim_findings(exp_id: str, entry: Any) -> list[Finding]:
+    """One finding per claim verdict stored in an experiment's results entry (its ``comparisons``
+    of kind ``"claim"``; entries written before kinds existed: every comparison)."""
+    comps = entry.get("comparisons") if isinstance(entry, Mapping) else None
+    if not comps:
+        return [Finding(exp_id, "claims", None, "every claim PASS", "missing", "claims of the experiment")]
+    return [Finding(exp_id, str(c.get("claim", "")), None, f"{c.get('expected', '')} (ours: {c.get('ours', '')})",
+                    _CLAIM_STATUS.get(c.get("verdict"), "missing"), "claim")
+            for c in comps if isinstance(c, Mapping) and c.get("kind", "claim") == "claim"]
 
 
 def _table(findings: list[Finding]) -> str:

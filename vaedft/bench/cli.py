@@ -1,9 +1,11 @@
 """``vaedft-bench``: run the paper's experiments and check results against references.
 
     vaedft-bench                                   # the quick profile, every experiment (2-core CPU, < 15 min)
+    vaedft-bench --profile cpu                     # the paper's 1D networks on a 2-core CPU (~2 hours)
     vaedft-bench --profile paper --device cuda     # the paper's sizes
     vaedft-bench --experiments E3,E6 --seed 1 --out reports --cache .vaedft-cache
     vaedft-bench check reports/quick/results.json --against benchmark/reference/quick.toml
+    vaedft-bench check reports/cpu/results.json --against benchmark/reference/cpu.toml   # the cpu goals
     vaedft-bench list                              # experiments and profiles
     vaedft-bench reference reports/quick/results.json --out benchmark/reference/quick.toml
     vaedft-bench report reports/quick/results.json     # re-render report.md (and the index) from results.json
@@ -51,11 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="run a profile (the default subcommand)")
-    run.add_argument("--profile", default="quick", help="profile name (quick, paper) or a profile TOML path")
+    run.add_argument("--profile", default="quick", help="profile name (quick, cpu, paper) or a profile TOML path")
     run.add_argument("--experiments", type=_experiment_list, default=None, help="comma-separated ids, e.g. E3,E6")
     run.add_argument("--out", default="reports", help="reports directory; writes OUT/<profile>/ (default reports)")
     run.add_argument("--cache", default=None,
-                     help="artifact cache directory (default $VAEDFT_CACHE or ./.vaedft-cache)")
+                     help="artifact cache directory (default $VAEDFT_CACHE, else ~/.cache/vaedft/bench)")
     run.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the profile's)")
     run.add_argument("--seed", type=_seed, default=None, help="seed of every random draw (default: the profile's)")
     run.add_argument("--executor", default=None,

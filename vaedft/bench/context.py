@@ -9,6 +9,7 @@ experiment function returns.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,10 +187,12 @@ class Context:
     def minimize_settings(self, testbed: str, method: str | None = None, beta: float | None = None) -> dict:
         """The profile's ``[minimize]`` (latent methods) or ``[baselines]`` (density methods) for a testbed.
 
-        ``lr_by_beta`` (a table ``"1e-05" = eta``) picks the step size of a beta, as the paper does.
+        ``lr_by_beta`` (a table ``"1e-05" = eta``) picks the step size of a beta, as the paper does;
+        ``latent_box`` applies to the latent methods only.
         """
         settings = self.profile.settings("minimize", testbed)
         if method is not None and not method.startswith("latent"):
+            settings.pop("latent_box", None)
             settings = merge(settings, self.profile.settings("baselines", testbed).get(method, {}))
             settings.pop("lr_by_beta", None)
             settings["method"] = method
@@ -216,6 +219,10 @@ class Context:
             cfg = MinimizeConfig.from_dict(settings)
         except (TypeError, ValueError) as exc:
             raise SuiteError(f"{self.profile.path}: [minimize] for {testbed}: {exc}") from None
+        bad = sorted(k for k, v in cfg.to_dict().items() if isinstance(v, float) and not math.isfinite(v))
+        if bad:  # artifact specs are canonical JSON, which has no inf
+            raise SuiteError(f"{self.profile.path}: [minimize] for {testbed}: {bad} must be finite in a profile "
+                             "(for 'no gradient test' give a large number such as 1e30)")
         if cfg.is_latent and vae is None:
             if latent_dim is None or beta is None:
                 raise ValueError(f"{cfg.method} needs a VAE: give latent_dim and beta, or vae")

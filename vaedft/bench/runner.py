@@ -18,6 +18,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -25,17 +26,24 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..progress import progress_bar
 from .artifacts import ArtifactStore, spec_hash
-from .check import RESULTS_SCHEMA, MetricSpec, load_reference
+from .check import RESULTS_SCHEMA, MetricSpec, check, load_reference
 from .claims import evaluate_claims
 from .context import Context, Output, PlanComplete
 from .suite import Experiment, Profile, SuiteError, default_suite_dir, load_experiments, load_profile
 
-__all__ = ["run_suite", "plan_builds", "default_cache_dir", "environment"]
+__all__ = ["run_suite", "plan_builds", "default_cache_dir", "environment", "goal_findings"]
 
 
 def default_cache_dir() -> Path:
-    """``$VAEDFT_CACHE``, else ``./.vaedft-cache``."""
-    return Path(os.environ.get("VAEDFT_CACHE", ".vaedft-cache"))
+    """``$VAEDFT_CACHE``, else ``bench/`` in the user's cache directory (pooch's ``os_cache("vaedft")``:
+    ``~/.cache/vaedft`` on Linux, ``$XDG_CACHE_HOME/vaedft`` when set), outside any work tree, so a
+    long run survives a fresh checkout and ``git clean``."""
+    env = os.environ.get("VAEDFT_CACHE")
+    if env:
+        return Path(env)
+    import pooch
+
+    return Path(pooch.os_cache("vaedft")) / "bench"
 
 
 def _git_commit() -> str:
@@ -104,8 +112,32 @@ def _paper_comparisons(suite_dir: Path, eid: str, metrics: dict) -> list[dict]:
         ours = metrics[name]
         ok = spec.passes(ours)
         out.append({"claim": spec.source or name, "ours": f"{ours:.4g} ({name})", "expected": spec.describe(),
-                    "verdict": "PASS" if ok else "FAIL"})
+                    "verdict": "PASS" if ok else "FAIL", "kind": "paper"})
     return out
+
+
+def goal_findings(goals_path: Path, results: dict) -> list[dict]:
+    """The profile's goals (a reference TOML of bounds, plus the claims it lists) checked on ``results``.
+
+    One dict per goal: ``{"experiment", "metric", "ours", "expected", "status", "source"}``, status as
+    :func:`vaedft.bench.check.check` gives it, except "not run" for an experiment absent from the results.
+    """
+    ran = results.get("experiments", {})
+    out = []
+    for f in check(results, load_reference(goals_path)):
+        d = asdict(f)
+        if f.experiment not in ran:
+            d["status"] = "not run"
+        out.append(d)
+    return out
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (reports name files portably)."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _write_json(path: Path, obj) -> None:
@@ -229,7 +261,7 @@ def run_suite(
                 output = Output(notes=[f"FAILED: {error}"])
                 tqdm.write(f"[{exp.id}] FAILED: {error}")
             wall = time.perf_counter() - t0
-            comparisons = evaluate_claims(exp.claims, output.metrics)
+            comparisons = [{**c, "kind": "claim"} for c in evaluate_claims(exp.claims, output.metrics)]
             comparisons += _paper_comparisons(suite_dir, exp.id, output.metrics)
             entries[exp.id] = {
                 "title": exp.title, "figure": exp.figure, "claim": exp.claim, "function": exp.function,
@@ -242,6 +274,9 @@ def run_suite(
                 "git_commit": env["git_commit"], "device": dev, "error": error,
             }
             results["experiments"] = dict(sorted(entries.items(), key=lambda kv: int(kv[0][1:])))
+            if prof.goals is not None:
+                results["goals_file"] = _display_path(prof.goals)
+                results["goals"] = goal_findings(prof.goals, results)
             results["total_time_s"] = time.perf_counter() - t_start
             results["created"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
             _write_json(results_path, results)

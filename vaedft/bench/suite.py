@@ -8,7 +8,9 @@
   (recorded in their artifact specs and applied by every executor, so that an in-process run and a Dask
   cluster give the same float32 sums; unset: whatever the process has).  ``params_profile`` names the
   profile section read from each experiment file (default: the profile's own name; a test profile may
-  borrow ``"quick"``).
+  borrow ``"quick"``).  ``goals`` names a reference TOML (relative to the suite directory, e.g.
+  ``"reference/cpu.toml"``) whose bounds are the profile's goals: the report prints them with
+  PASS/FAIL at the top, and ``vaedft-bench check`` applies the same file.
 * ``benchmark/experiments/eNN_*.toml`` -- an **experiment**: ``id`` (``E1`` ...), ``title``, ``figure``
   (the paper's figure or section), ``function`` (a name in :data:`vaedft.bench.experiments.EXPERIMENTS`),
   ``claim`` (what the paper says), ``[params]`` (the paper's settings), ``[<profile>]`` (changes for that
@@ -34,7 +36,7 @@ __all__ = ["SuiteError", "Profile", "Experiment", "default_suite_dir", "load_pro
 
 TESTBED_NAMES = ("gaussian1d", "speckle1d", "gaussian3d")
 _PROFILE_KEYS = {"name", "description", "seed", "device", "threads", "gpu_recommended", "expected_minutes",
-                 "params_profile", "data", "architecture", "train", "minimize", "baselines"}
+                 "params_profile", "goals", "data", "architecture", "train", "minimize", "baselines"}
 _DATA_KEYS = {"n_train", "n_test", "test_set"}
 _EXPERIMENT_KEYS = {"id", "title", "figure", "function", "claim", "params", "claims"}
 
@@ -101,6 +103,7 @@ class Profile:
         architecture: ``{testbed: {"vae": {...}, "functional": {...}}}`` changes to the paper's nets.
         train, minimize, baselines: settings tables (per-testbed sub-tables allowed).
         expected_minutes: the budget the profile is designed for (shown in the report).
+        goals: path of the goals file (a reference TOML with bounds), or None.
     """
 
     name: str
@@ -112,6 +115,7 @@ class Profile:
     gpu_recommended: bool = False
     params_profile: str = ""
     expected_minutes: float | None = None
+    goals: Path | None = None
     data: dict = field(default_factory=dict)
     architecture: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
@@ -172,8 +176,14 @@ def load_profile(name_or_path: str | Path, suite_dir: str | Path | None = None) 
     expected = raw.get("expected_minutes")
     _need(expected is None or (isinstance(expected, (int, float)) and expected > 0), path,
           "expected_minutes must be a positive number")
+    goals = raw.get("goals")
+    _need(goals is None or (isinstance(goals, str) and goals.strip()), path,
+          f"goals must be the path of a reference TOML relative to {suite_dir}, got {goals!r}")
+    if goals is not None:
+        goals = suite_dir / goals
+        _need(goals.is_file(), path, f"goals: {goals} not found")
     return Profile(
-        name=name, path=path, description=str(raw.get("description", "")), seed=seed,
+        name=name, path=path, goals=goals, description=str(raw.get("description", "")), seed=seed,
         device=str(raw.get("device", "auto")), threads=threads, gpu_recommended=bool(raw.get("gpu_recommended", False)),
         params_profile=str(raw.get("params_profile", name)), expected_minutes=expected, data=data,
         architecture=raw.get("architecture", {}), train=raw.get("train", {}), minimize=raw.get("minimize", {}),

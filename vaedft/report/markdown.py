@@ -1,7 +1,8 @@
 """The markdown report of a benchmark run, rendered from ``results.json`` alone.
 
 ``render_report(results)`` gives ``report.md``: a header (date, commit, versions, device, total
-time), a summary table of the paper-vs-ours verdicts, then one section per experiment with what
+time), the profile's goals with PASS/FAIL (if it has a goals file), a summary table of the
+paper-vs-ours verdicts, then one section per experiment with what
 the paper claims, our tables (tabulate), the error budget of its minimizations (one table per
 testbed, built from its ``budget_*`` metrics by :func:`budget_tables`), figures, the paper-vs-ours
 comparison with PASS/FAIL, and the chemical-accuracy verdict.  ``update_index`` keeps the generated list of reports in
@@ -76,6 +77,34 @@ def _summary(results: Mapping) -> list[str]:
             _table(rows, ["experiment", "title", "figure", "PASS", "FAIL", "n/a", "time", "commit"]), ""]
 
 
+_GOAL_VERDICT = {"pass": "PASS", "fail": "**FAIL**", "not run": "not run"}
+
+
+def _goals(results: Mapping) -> list[str]:
+    """The profile's goals with PASS/FAIL (``results["goals"]``, see :func:`vaedft.bench.runner.goal_findings`)."""
+    from ..metrics import KCAL_PER_MOL
+
+    goals = results.get("goals")
+    if not goals:
+        return []
+    rows = []
+    for g in goals:
+        ours = g.get("ours")
+        if ours is None:
+            shown = "-"
+        elif "energy_error" in g["metric"]:
+            shown = f"{ours:.4g} E0 = {ours / KCAL_PER_MOL:.3g} kcal/mol"
+        else:
+            shown = f"{ours:.4g}"
+        rows.append([g["experiment"], g.get("source") or "", g["metric"], shown, g["expected"],
+                     _GOAL_VERDICT.get(g["status"], f"**{g['status'].upper()}**")])
+    n_pass = sum(g["status"] == "pass" for g in goals)
+    return [f"## Goals ({n_pass} of {len(goals)} PASS)", "",
+            f"From `{results.get('goals_file', '-')}`; `vaedft-bench check` applies the same file. A goal out of "
+            "reach is reported, never loosened.", "",
+            _table(rows, ["experiment", "goal", "metric", "ours", "expected", "verdict"]), ""]
+
+
 def _cell(x) -> str:
     if x is None:
         return "-"
@@ -138,7 +167,7 @@ def _section(eid: str, e: Mapping) -> list[str]:
 
 def render_report(results: Mapping) -> str:
     """The markdown text of ``report.md`` for a results dict (``results.json``)."""
-    lines = _header(results) + _summary(results)
+    lines = _header(results) + _goals(results) + _summary(results)
     for eid, e in results["experiments"].items():
         lines += _section(eid, e)
     return "\n".join(lines).rstrip() + "\n"
