@@ -2,7 +2,9 @@
 
 Subcommands:
     generate          exact ground-state datasets (HDF5)
-    validate          check a dataset file against the schema and its physics
+    validate          check a dataset file against the schema and its physics (--resolve N: and our solver)
+    fetch             the authors' Zenodo datasets (pooch, hash-checked), optionally converted
+    convert           an authors' .npz file into vaedft's HDF5 schema, units detected from the data
     train-vae         train the beta-VAE on a dataset's densities
     train-functional  train the DL functional F[n] on a dataset
     minimize          minimise the energies of a test set with a trained VAE and functional
@@ -122,13 +124,83 @@ def _run_generate(args) -> int:
 
 def _run_validate(args) -> int:
     from .data.generate import describe
-    from .data.store import validate_dataset
+    from .data.store import resolve_check, validate_dataset
 
     for path in args.files:
         validate_dataset(path)
         print(f"{path}: OK")
         print(describe(path))
+        if args.resolve:
+            got = resolve_check(path, args.resolve, tol=args.tol)
+            print(f"{path}: {len(got['indices'])} instances re-solved with our solver agree within {args.tol:g} E0 "
+                  f"(largest difference {got['max_abs_diff']:.3g} E0)")
     return 0
+
+
+def _print_conventions(path) -> None:
+    from .data.store import read_attrs
+
+    a = read_attrs(path)
+    print(f"{path}: converted from {a['source_file']} (layout {a['source_layout']}, sha256 "
+          f"{a['source_sha256'][:12]}...); energies were in {a['energy_unit']}, lengths "
+          f"{a['length_scale']:.4g} x ours: {a['conversion']}")
+
+
+def _run_convert(args) -> int:
+    from .data.convert import convert_npz
+
+    out = convert_npz(args.source, args.testbed, args.out, overwrite=args.overwrite)
+    _print_conventions(out)
+    return 0
+
+
+def _run_fetch(args) -> int:
+    from .data.convert import convert_npz
+    from .data.zenodo import RECORDS, fetch, registry_lines
+
+    if args.print_registry:
+        print(registry_lines(args.testbed, registry=args.registry))
+        return 0
+    got = fetch(args.testbed, files=args.file or None, cache=args.cache, registry=args.registry,
+                progress=not args.no_progress)
+    for name, path in got.items():
+        print(f"{name}: {path}")
+    if args.convert:
+        if len(got) != 1:
+            raise ValueError(f"--convert needs one file; the record has {sorted(got)}: choose it with --file NAME")
+        (path,) = got.values()
+        out = convert_npz(path, args.testbed, args.convert, overwrite=args.overwrite,
+                          record={"source_doi": RECORDS[args.testbed][0]})
+        _print_conventions(out)
+    return 0
+
+
+def _add_data(sub) -> None:
+    from .data.zenodo import RECORDS
+    from .physics.testbeds import TESTBEDS
+
+    f = sub.add_parser(
+        "fetch", help="download the authors' Zenodo dataset of a testbed (hash-checked, cached)",
+        description="Files go to --cache, $VAEDFT_DATA_DIR or the OS cache (~/.cache/vaedft/zenodo/TESTBED); "
+        "$VAEDFT_DATA_URL serves a mirror instead of Zenodo. A second call downloads nothing.")
+    f.add_argument("testbed", choices=sorted(RECORDS), help="which record")
+    f.add_argument("--file", action="append", metavar="NAME", help="fetch only this file (repeatable)")
+    f.add_argument("--cache", help="download directory (default $VAEDFT_DATA_DIR or the OS cache)")
+    f.add_argument("--convert", metavar="OUT.h5", help="convert the fetched file into vaedft's HDF5 schema")
+    f.add_argument("--registry", help="registry TOML (default $VAEDFT_DATA_REGISTRY or datasets/zenodo_registry.toml)")
+    f.add_argument("--print-registry", action="store_true",
+                   help="print the record's files and checksums as Zenodo lists them (for pinning), download nothing")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing --convert output")
+    f.add_argument("--no-progress", action="store_true", help="hide the download progress bar")
+    c = sub.add_parser(
+        "convert", help="convert an authors' .npz file into vaedft's HDF5 schema",
+        description="Layouts: keys density, potential, energy, F; or dens, speckle (the potential), ene. The "
+        "length and energy units are found from the data (normalisation, F + int V n = energy, the kinetic "
+        "energy of sqrt(n)); a file that does not reconcile is refused and nothing is written.")
+    c.add_argument("source", help="the authors' .npz file")
+    c.add_argument("--testbed", required=True, choices=sorted(TESTBEDS), help="the testbed whose grid it uses")
+    c.add_argument("--out", required=True, help="output HDF5 file")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
 def _input_scale(text: str) -> float | str:
@@ -351,6 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     v = sub.add_parser("validate", help="check dataset files against the schema and their physics")
     v.add_argument("files", nargs="+", help="HDF5 dataset files")
+    v.add_argument("--resolve", type=_positive_int, metavar="N",
+                   help="also re-solve N evenly spaced instances with our solver and compare the energies")
+    v.add_argument("--tol", type=_positive_float, default=1e-6, help="tolerance of --resolve in E0 (default 1e-6)")
+    _add_data(sub)
     _add_train(sub, "vae")
     _add_train(sub, "functional")
     _add_minimize(sub)
@@ -360,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
 _RUNNERS = {
     "generate": _run_generate,
     "validate": _run_validate,
+    "fetch": _run_fetch,
+    "convert": _run_convert,
     "train-vae": lambda args: _run_train(args, "vae"),
     "train-functional": lambda args: _run_train(args, "functional"),
     "minimize": _run_minimize,
@@ -374,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileExistsError, RuntimeError, OSError, FloatingPointError) as exc:
+    except (ValueError, FileExistsError, RuntimeError, OSError, FloatingPointError) as exc:  # FetchError too
         print(f"vaedft {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

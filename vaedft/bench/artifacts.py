@@ -116,6 +116,8 @@ class Artifact:
 def default_label(kind: str, spec: Mapping[str, Any]) -> str:
     """A readable name of an artifact from its spec (for progress messages and reports)."""
     if kind == "dataset":
+        if spec.get("zenodo"):
+            return f"{spec['testbed']} data from Zenodo ({spec['file']}, first {spec['n']} instances)"
         extra = f", {dict(spec['overrides'])}" if spec.get("overrides") else ""
         if spec.get("test_set"):
             return f"{spec['testbed']} test set ({spec['test_set']})"
@@ -290,6 +292,8 @@ def testbed_of(spec: Mapping[str, Any]):
 def _build_dataset(spec: dict, out: Path, device: str, progress: bool) -> dict:
     from ..data.generate import generate_dataset
 
+    if spec.get("zenodo"):
+        return _convert_record(spec, out, progress)
     testbed = testbed_of(spec)
     test_set = spec.get("test_set")
     if test_set:
@@ -297,6 +301,26 @@ def _build_dataset(spec: dict, out: Path, device: str, progress: bool) -> dict:
     else:
         generate_dataset(testbed, out, n=int(spec["n"]), seed=int(spec["seed"]), backend=device, progress=progress)
     return {}
+
+
+def _convert_record(spec: dict, out: Path, progress: bool) -> dict:
+    """Fetch a record's file (checked against the spec's pinned hash) and convert its first ``n`` instances."""
+    from ..data.convert import convert_npz
+    from ..data.store import read_attrs
+    from ..data.zenodo import FetchError, Record, fetch
+
+    record = Record(spec["testbed"], spec["zenodo"], files={spec["file"]: spec["hash"]})
+    try:
+        (path,) = fetch(spec["testbed"], files=[spec["file"]], registry={spec["testbed"]: record},
+                        progress=progress).values()
+    except FetchError as exc:
+        raise RuntimeError(str(exc)) from None
+    convert_npz(path, spec["testbed"], out, overwrite=True, limit=int(spec["n"]),
+                record={"source_doi": spec["zenodo"]})
+    attrs = read_attrs(out)
+    return {"source_file": spec["file"], "instances": int(attrs["n_instances"]),
+            "source_instances": int(attrs["source_instances"]), "energy_unit": attrs["energy_unit"],
+            "length_scale": float(attrs["length_scale"])}
 
 
 def _build_model(kind: str, spec: dict, store: ArtifactStore, out: Path, device: str, progress: bool) -> dict:

@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "or dask:/path/scheduler.json (needs vaedft[dist])")
     run.add_argument("--suite", default=None, help="suite directory with profiles/, experiments/, reference/ "
                                                    "(default ./benchmark)")
+    run.add_argument("--data", choices=("generated", "zenodo"), default="generated",
+                     help="generated (default): datasets made by our solver; zenodo: the authors' records for the "
+                          "testbeds that have one (speckle1d, gaussian3d; fetched with pooch, needs their files "
+                          "pinned in datasets/zenodo_registry.toml), reported under OUT/<profile>_zenodo")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     chk = sub.add_parser("check", help="compare a results.json with a reference TOML")
@@ -107,8 +111,9 @@ def _cmd_run(args) -> int:
 
     results = run_suite(args.profile, experiments=args.experiments, out=args.out, cache=args.cache,
                         device=args.device, seed=args.seed, executor=args.executor, suite_dir=args.suite,
-                        progress=not args.no_progress, command="vaedft-bench " + shlex.join(sys.argv[1:]))
-    report = Path(args.out) / results["profile"] / "report.md"
+                        progress=not args.no_progress, command="vaedft-bench " + shlex.join(sys.argv[1:]),
+                        data=args.data)
+    report = Path(args.out) / (results["profile"] + ("" if args.data == "generated" else f"_{args.data}")) / "report.md"
     fails = [f"{eid}: {c['claim']}" for eid, e in results["experiments"].items()
              for c in e.get("comparisons", []) if c["verdict"] == "FAIL"]
     print(f"report: {report}")

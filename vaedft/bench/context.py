@@ -20,7 +20,18 @@ from tqdm.auto import tqdm
 from .artifacts import Artifact, ArtifactStore, build_artifact, default_label, spec_hash
 from .suite import Profile, SuiteError, merge
 
-__all__ = ["Context", "Output", "PlanComplete", "metric_name", "beta_tag"]
+__all__ = ["Context", "Output", "PlanComplete", "metric_name", "beta_tag", "DATA_SOURCES"]
+
+#: Where datasets come from: made by our solver, or converted from the authors' Zenodo records
+#: (testbeds with a record; the others are generated).
+DATA_SOURCES = ("generated", "zenodo")
+
+
+def zenodo_records() -> tuple[str, ...]:
+    """The testbeds whose data a Zenodo record provides."""
+    from ..data.zenodo import RECORDS
+
+    return tuple(RECORDS)
 
 
 def beta_tag(beta: float) -> str:
@@ -81,7 +92,7 @@ class Context:
 
     def __init__(self, profile: Profile, store: ArtifactStore, executor, report_dir: Path, *, device: str,
                  seed: int, progress: bool = True, experiment: str = "", plan: set | None = None,
-                 builds_bar=None) -> None:
+                 builds_bar=None, data: str = "generated") -> None:
         self.profile = profile
         self.store = store
         self.executor = executor
@@ -93,6 +104,9 @@ class Context:
         self.used: dict[str, str] = {}
         self.plan = plan
         self.builds_bar = builds_bar
+        if data not in DATA_SOURCES:
+            raise SuiteError(f"data must be one of {DATA_SOURCES}, got {data!r}")
+        self.data = data
 
     # ------------------------------------------------------------------ paths
     @property
@@ -117,25 +131,41 @@ class Context:
     def dataset(self, testbed: str, role: str = "train", overrides: Mapping[str, Any] | None = None) -> Artifact:
         """The training set (``role="train"``) or test set (``"test"``) of a testbed.
 
-        ``overrides`` changes generator parameters (e.g. ``{"V0": 0.5}``) of a test set.
+        ``overrides`` changes generator parameters (e.g. ``{"V0": 0.5}``) of a test set.  With
+        ``data="zenodo"`` a testbed with a record gets the first ``n_train`` (``n_test``) instances of
+        the record's training (test) file instead (overridden test sets are still generated).
         """
         d = self.profile.data_for(testbed)
         overrides = {k: overrides[k] for k in sorted(overrides or {})}
+        if role not in ("train", "test"):
+            raise ValueError(f"role must be 'train' or 'test', got {role!r}")
+        if self.data == "zenodo" and not overrides and testbed in zenodo_records():
+            return Artifact.make("dataset", self._zenodo_spec(testbed, role, d))
         if role == "train":
             if overrides:
                 raise ValueError("training sets follow the profile; overrides apply to test sets")
             spec = {"testbed": testbed, "n": d["n_train"], "seed": self.seed}
-        elif role == "test":
-            if d.get("test_set") and not overrides:
-                spec = {"testbed": testbed, "test_set": d["test_set"]}
-            else:
-                n = d.get("n_test", 100)
-                # an independent stream: the test seed is a hash of the training seed
-                test_seed = int(spec_hash(["test-set", self.seed]), 16) % (2**31)
-                spec = {"testbed": testbed, "n": n, "seed": test_seed, "overrides": overrides}
+        elif d.get("test_set") and not overrides:
+            spec = {"testbed": testbed, "test_set": d["test_set"]}
         else:
-            raise ValueError(f"role must be 'train' or 'test', got {role!r}")
+            n = d.get("n_test", 100)
+            # an independent stream: the test seed is a hash of the training seed
+            test_seed = int(spec_hash(["test-set", self.seed]), 16) % (2**31)
+            spec = {"testbed": testbed, "n": n, "seed": test_seed, "overrides": overrides}
         return Artifact.make("dataset", spec)
+
+    @staticmethod
+    def _zenodo_spec(testbed: str, role: str, sizes: Mapping[str, Any]) -> dict:
+        """A dataset converted from the authors' record: keyed on the pinned checksum of its file."""
+        from ..data.zenodo import default_registry_path, load_registry
+
+        record = load_registry()[testbed]
+        name = getattr(record, role)
+        if not name:
+            raise SuiteError(f"--data zenodo: the registry {default_registry_path()} names no {role} file for "
+                             f"{testbed} (a maintainer pins it once the record is reachable); use --data generated")
+        n = sizes.get("n_train") if role == "train" else sizes.get("n_test", 100)
+        return {"testbed": testbed, "zenodo": record.doi, "file": name, "hash": record.files[name], "n": n}
 
     def _architecture(self, testbed: str, kind: str) -> dict:
         return dict(self.profile.architecture.get(testbed, {}).get(kind, {}))

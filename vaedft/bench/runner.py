@@ -146,7 +146,7 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def _load_previous(path: Path, profile: Profile) -> dict:
+def _load_previous(path: Path, profile: Profile, data: str = "generated") -> dict:
     if not path.is_file():
         return {}
     try:
@@ -154,13 +154,14 @@ def _load_previous(path: Path, profile: Profile) -> dict:
     except ValueError:
         warnings.warn(f"{path} is not valid JSON; starting a new results file", stacklevel=3)
         return {}
-    if old.get("schema") != RESULTS_SCHEMA or old.get("profile") != profile.name:
+    if (old.get("schema") != RESULTS_SCHEMA or old.get("profile") != profile.name
+            or old.get("data_source", "generated") != data):
         return {}
     return old.get("experiments", {})
 
 
 def plan_builds(profile: Profile, experiments: Sequence[Experiment], store: ArtifactStore, report_dir: Path, *,
-                device: str, seed: int) -> set:
+                device: str, seed: int, data: str = "generated") -> set:
     """The artifacts a run will build (what is not cached yet), without building anything.
 
     Each experiment function runs in planning mode up to its first request for artifacts (most ask
@@ -171,7 +172,7 @@ def plan_builds(profile: Profile, experiments: Sequence[Experiment], store: Arti
     plan: set = set()
     for exp in experiments:
         ctx = Context(profile, store, None, report_dir, device=device, seed=seed, progress=False,
-                      experiment=exp.id, plan=plan)
+                      experiment=exp.id, plan=plan, data=data)
         try:
             EXPERIMENTS[exp.function](ctx, exp.params)
         except PlanComplete:
@@ -196,6 +197,7 @@ def run_suite(
     progress: bool = True,
     command: str = "",
     keep_going: bool = True,
+    data: str = "generated",
 ) -> dict:
     """Run the experiments of a profile and write ``OUT/<profile>/{results.json, report.md, figures/}``.
 
@@ -212,6 +214,9 @@ def run_suite(
         command: the command line, for the report.
         keep_going: an experiment that raises is recorded (``"error"`` in its entry, no metrics, so
             ``check`` reports them missing) and the run goes on; ``False`` re-raises at once.
+        data: ``"generated"`` (our solver) or ``"zenodo"``: the testbeds with an authors' record train
+            and test on its converted files (``vaedft.data.zenodo``); the report goes to
+            ``OUT/<profile>_zenodo/`` and says which data each testbed used.
 
     Returns:
         The results dict written to ``results.json``.
@@ -230,16 +235,17 @@ def run_suite(
                       "(use --profile quick for the reduced suite)", stacklevel=2)
     run_seed = prof.seed if seed is None else seed
     store = ArtifactStore(cache if cache is not None else default_cache_dir())
-    report_dir = Path(out) / prof.name
+    report_dir = Path(out) / (prof.name if data == "generated" else f"{prof.name}_{data}")
     report_dir.mkdir(parents=True, exist_ok=True)
     results_path = report_dir / "results.json"
     env = environment(dev, prof.threads)
-    entries = _load_previous(results_path, prof)
+    entries = _load_previous(results_path, prof, data)
     results = {"schema": RESULTS_SCHEMA, "profile": prof.name, "profile_description": prof.description,
+               "data_source": data,
                "seed": run_seed, "device": dev, **env, "command": command or f"vaedft-bench --profile {prof.name}",
                "last_run_experiments": [e.id for e in exps], "experiments": entries}
     t_start = time.perf_counter()
-    plan = plan_builds(prof, exps, store, report_dir, device=dev, seed=run_seed)
+    plan = plan_builds(prof, exps, store, report_dir, device=dev, seed=run_seed, data=data)
     if progress:
         tqdm.write(f"vaedft-bench {prof.name}: {len(exps)} experiments, {len(plan)} artifacts to build "
                    f"(cache {store.root})")
@@ -249,7 +255,7 @@ def run_suite(
         for exp in bar:
             bar.set_postfix_str(f"{exp.id} {exp.title}")
             ctx = Context(prof, store, ex, report_dir, device=dev, seed=run_seed, progress=progress,
-                          experiment=exp.id, builds_bar=builds)
+                          experiment=exp.id, builds_bar=builds, data=data)
             t0 = time.perf_counter()
             error = None
             try:

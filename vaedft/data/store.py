@@ -152,7 +152,8 @@ def validate_dataset(path: str | Path, *, physics: bool = True, chunk: int = 102
                 raise DatasetError(f"{path}: dataset {name!r} has shape {f[name].shape}, expected {want}")
         if "params" not in f:
             raise DatasetError(f"{path}: missing group 'params'")
-        for key, (shape, _) in testbed.param_shapes().items():
+        converted = attrs.get("origin") == "converted"  # the authors' files carry no generator parameters
+        for key, (shape, _) in ({} if converted else testbed.param_shapes()).items():
             if key not in f["params"] or f["params"][key].shape != (n, *shape):
                 got = f["params"][key].shape if key in f["params"] else None
                 raise DatasetError(f"{path}: params/{key} has shape {got}, expected {(n, *shape)}")
@@ -181,3 +182,39 @@ def manifest_text(attrs: dict) -> str:
     """Canonical JSON of the attributes that identify a dataset (for resume checks)."""
     keep = {k: plain_value(v) for k, v in attrs.items() if k != "vaedft_version"}
     return json.dumps(keep, sort_keys=True, default=str)
+
+
+def resolve_check(path: str | Path, n: int, *, tol: float = 1e-6, backend: str = "auto") -> dict:
+    """Re-solve ``n`` instances of a dataset with our solver and compare their energies.
+
+    The instances are evenly spaced over the file (the first and the last included).  This is
+    how a converted file's unit conventions are proven: its energies must be the ground-state
+    energies of its own potentials on our grid with our operator.
+
+    Returns:
+        ``{"indices", "max_abs_diff" (E0), "energy_file", "energy_solver"}``.
+
+    Raises:
+        DatasetError: if any energy differs by more than ``tol`` E0 (the message names the worst instance).
+    """
+    from ..physics.eigensolver import ground_state
+
+    path = Path(path)
+    attrs = validate_dataset(path, physics=False)
+    total = int(attrs["n_instances"])
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    idx = np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))
+    with open_hdf5(path) as f:
+        v = f["potential"][idx].astype(np.float64)
+        e_file = f["energy"][idx]
+    e_solver = ground_state(v, testbed_from_attrs(attrs).grid, backend=backend).energy
+    diff = np.abs(e_solver - e_file)
+    worst = int(np.argmax(diff))
+    if diff[worst] > tol:
+        raise DatasetError(f"{path}: instance {idx[worst]}: our solver gives e = {e_solver[worst]:.10g} E0, the file "
+                           f"{e_file[worst]:.10g} ({diff[worst]:.3g} apart, tolerance {tol:g}); "
+                           f"{int((diff > tol).sum())} of {len(idx)} re-solved instances disagree")
+    return {"indices": idx.tolist(), "max_abs_diff": float(diff.max()), "energy_file": e_file.tolist(),
+            "energy_solver": e_solver.tolist()}
+
