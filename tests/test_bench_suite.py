@@ -611,3 +611,25 @@ def test_the_accuracy_slice_is_the_cpu_profiles_gaussian1d_case_with_its_goals(t
     cpu_goals = load_reference(SUITE / "reference" / "cpu.toml")["experiments"]["E4"]
     assert slice_goals and slice_goals == {k: v for k, v in cpu_goals.items() if k.startswith("gaussian1d/")}
 
+
+
+def test_the_accuracy_slice_runs_end_to_end_and_fails_on_a_degraded_model(tmp_path, one_thread_module, capsys):
+    """The slice (E4 with the cpu_slice section, latent L-BFGS in the box, the cpu_slice goals) on tiny networks
+    trained for 2 epochs: it runs, and both the report's goals and ``vaedft-bench check`` say FAIL."""
+    text = TINY.read_text().replace('params_profile = "quick"\n',
+                                    'params_profile = "cpu_slice"\ngoals = "reference/cpu_slice.toml"\n')
+    text = text.replace('[minimize]\nmethod = "latent-lbfgs"\n',
+                        '[minimize]\nmethod = "latent-lbfgs"\nlatent_box = 2.0\nsettle_window = 5\ntol_energy = 1e-7\n'
+                        'tol_grad = 1e30\n')
+    profile = tmp_path / "slice.toml"
+    profile.write_text(text)
+    results = run_suite(profile, experiments=["E4"], out=tmp_path / "reports", cache=tmp_path / "cache",
+                        suite_dir=SUITE, progress=False)
+    assert results["experiments"]["E4"]["error"] is None
+    assert {g["metric"] for g in results["goals"]} == {f"gaussian1d/ld4/beta1e-03/{q}" for q in
+                                                       ("mean_abs_energy_error", "frac_within_ca", "n_violations")}
+    assert "fail" in {g["status"] for g in results["goals"]}
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "reports" / "tiny" / "results.json"), "--against",
+                 str(SUITE / "reference" / "cpu_slice.toml")]) == 1
+    assert "mean_abs_energy_error" in capsys.readouterr().out

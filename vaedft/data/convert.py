@@ -196,7 +196,7 @@ def convert_npz(source: str | os.PathLike, testbed: str | Testbed, out: str | os
         ``psi = sqrt(n)`` with our operator, E0: small only where the authors' discretisation is ours),
         and the detected conventions in its attributes.
     """
-    from ..runs import file_sha256
+    import pooch
 
     testbed = get_testbed(testbed) if isinstance(testbed, str) else testbed
     source, out = Path(source), Path(out)
@@ -217,7 +217,7 @@ def convert_npz(source: str | os.PathLike, testbed: str | Testbed, out: str | os
     fields["residual"] = _residuals(fields, testbed)
     attrs = file_attrs(testbed, n=len(fields["energy"]), seed=-1)
     attrs.update(origin="converted", source_file=source.name, source_instances=n_source,
-                 source_sha256=file_sha256(source), source_layout=layout,
+                 source_sha256=pooch.file_hash(str(source), alg="sha256"), source_layout=layout,
                  energy_unit=conv.energy_unit, energy_divisor=float(u), length_scale=float(r),
                  unit_ratio_min=conv.unit_ratio_range[0], unit_ratio_max=conv.unit_ratio_range[1],
                  field_dtype="float64", solver="none (converted)", conversion=(
