@@ -95,6 +95,10 @@ RUNS = {
     "v_g1d_b32": Run("vae", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 20, "beta": 1e-3}, latent_dim=4),
     "v_g1d_smooth_b32": Run("vae", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 20, "beta": 1e-3},
                             latent_dim=4, model={"decoder": "smooth"}),
+    # the long pair: one idle core each for about two hours, to see whether the recipe reaches CA at all here
+    "f_g1d_long": Run("functional", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 150}),
+    "v_g1d_smooth_long": Run("vae", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 55, "beta": 1e-3},
+                             latent_dim=4, model={"decoder": "smooth"}),
 }
 
 #: Minimizations: (vae run, functional run, test set, method settings).
@@ -123,6 +127,8 @@ MINIMIZATIONS = {
                            {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
     "g1d_smooth_b32_lbfgs_box2": ("v_g1d_smooth_b32", "f_g1d_b32", "g1d_test",
                                   {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
+    "g1d_long_lbfgs_box2": ("v_g1d_smooth_long", "f_g1d_long", "g1d_test",
+                            {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
     "sp_paper_lbfgs": ("v_sp_paper", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "sp_smooth_lbfgs": ("v_sp_smooth", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
 }
