@@ -107,13 +107,13 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .runner import run_suite
+    from .runner import report_name, run_suite
 
     results = run_suite(args.profile, experiments=args.experiments, out=args.out, cache=args.cache,
                         device=args.device, seed=args.seed, executor=args.executor, suite_dir=args.suite,
                         progress=not args.no_progress, command="vaedft-bench " + shlex.join(sys.argv[1:]),
                         data=args.data)
-    report = Path(args.out) / (results["profile"] + ("" if args.data == "generated" else f"_{args.data}")) / "report.md"
+    report = Path(args.out) / report_name(results["profile"], args.data) / "report.md"
     fails = [f"{eid}: {c['claim']}" for eid, e in results["experiments"].items()
              for c in e.get("comparisons", []) if c["verdict"] == "FAIL"]
     print(f"report: {report}")

@@ -31,7 +31,7 @@ from .claims import evaluate_claims
 from .context import Context, Output, PlanComplete
 from .suite import Experiment, Profile, SuiteError, default_suite_dir, load_experiments, load_profile
 
-__all__ = ["run_suite", "plan_builds", "default_cache_dir", "environment", "goal_findings"]
+__all__ = ["run_suite", "plan_builds", "default_cache_dir", "environment", "goal_findings", "report_name"]
 
 
 def default_cache_dir() -> Path:
@@ -130,6 +130,11 @@ def goal_findings(goals_path: Path, results: dict) -> list[dict]:
             d["status"] = "not run"
         out.append(d)
     return out
+
+
+def report_name(profile: str, data: str = "generated") -> str:
+    """The report directory of a run under OUT: the profile's name, plus ``_zenodo`` on the authors' data."""
+    return profile if data == "generated" else f"{profile}_{data}"
 
 
 def _display_path(path: Path) -> str:
@@ -235,7 +240,7 @@ def run_suite(
                       "(use --profile quick for the reduced suite)", stacklevel=2)
     run_seed = prof.seed if seed is None else seed
     store = ArtifactStore(cache if cache is not None else default_cache_dir())
-    report_dir = Path(out) / (prof.name if data == "generated" else f"{prof.name}_{data}")
+    report_dir = Path(out) / report_name(prof.name, data)
     report_dir.mkdir(parents=True, exist_ok=True)
     results_path = report_dir / "results.json"
     env = environment(dev, prof.threads)

@@ -144,11 +144,22 @@ def _kinetic(density: np.ndarray, testbed: Testbed, chunk: int = 512) -> np.ndar
     return np.concatenate(out)
 
 
+def _interaction(arrays: dict[str, np.ndarray], cell: float) -> np.ndarray:
+    """``cell * sum(V n)`` per instance: the potential energy in the file's units and cell."""
+    n = len(arrays["energy"])
+    return cell * (arrays["potential"] * arrays["density"]).reshape(n, -1).sum(axis=1)
+
+
+def _file_F(arrays: dict[str, np.ndarray], cell: float) -> np.ndarray:
+    """The file's ``F``, or ``energy - int V n`` for the raw layout, which has none."""
+    return arrays["F"] if arrays.get("F") is not None else arrays["energy"] - _interaction(arrays, cell)
+
+
 def detect_conventions(arrays: dict[str, np.ndarray], testbed: Testbed, *, where: str = "file") -> Conventions:
     """The length scale and energy unit of an authors' file (module docstring), or :class:`ConversionError`."""
     grid = testbed.grid
     d = grid.ndim
-    n, v, e = arrays["density"], arrays["potential"], arrays["energy"]
+    n, e = arrays["density"], arrays["energy"]
     sums = n.reshape(len(n), -1).sum(axis=1)
     if np.any(sums <= 0):
         raise ConversionError(f"{where}: a density is zero everywhere")
@@ -159,8 +170,8 @@ def detect_conventions(arrays: dict[str, np.ndarray], testbed: Testbed, *, where
         raise ConversionError(f"{where}: the densities are not normalised alike (their cells differ by "
                               f"{spread:.2g} relative); cannot find the file's length unit")
     cell_f = (r * grid.dx) ** d
-    vint = cell_f * (v * n).reshape(len(n), -1).sum(axis=1)
-    F = arrays["F"] if arrays.get("F") is not None else e - vint
+    vint = _interaction(arrays, cell_f)
+    F = _file_F(arrays, cell_f)
     scale = np.maximum(1.0, np.abs(e))
     worst = float(np.max(np.abs(F + vint - e) / scale))
     if worst > CONSISTENCY_TOL:
@@ -208,9 +219,7 @@ def convert_npz(source: str | os.PathLike, testbed: str | Testbed, out: str | os
     if limit is not None:
         arrays = {k: None if v is None else v[:limit] for k, v in arrays.items()}
     r, u, d = conv.length_scale, conv.energy_divisor, testbed.grid.ndim
-    vint_f = (r * testbed.grid.dx) ** d * (arrays["potential"] * arrays["density"]).reshape(len(arrays["energy"]),
-                                                                                              -1).sum(axis=1)
-    F_file = arrays["F"] if arrays["F"] is not None else arrays["energy"] - vint_f
+    F_file = _file_F(arrays, (r * testbed.grid.dx) ** d)
     to_e0 = r**2 / u
     fields = {"potential": arrays["potential"] * to_e0, "density": arrays["density"] * r**d,
               "energy": arrays["energy"] * to_e0, "F": F_file * to_e0}
