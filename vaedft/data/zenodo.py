@@ -128,6 +128,16 @@ def _offline(testbed: str, where: str, exc: BaseException) -> FetchError:
                       f"instead: {REGENERATE[testbed]}")
 
 
+def _registry_from_doi(pup, testbed: str) -> None:
+    """Fill ``pup``'s registry from its Zenodo record (names and checksums), or a one-line offline error."""
+    import requests
+
+    try:
+        pup.load_registry_from_doi()
+    except (requests.exceptions.RequestException, OSError, ValueError) as exc:
+        raise _offline(testbed, f"the Zenodo record {pup.base_url.rstrip('/')}", exc) from None
+
+
 def fetch(testbed: str, *, files: list[str] | None = None, cache: str | os.PathLike | None = None,
           base_url: str | None = None, registry=None, progress: bool = False) -> dict[str, Path]:
     """Download (or find in the cache) the files of a testbed's record, each checked against its checksum.
@@ -157,10 +167,7 @@ def fetch(testbed: str, *, files: list[str] | None = None, cache: str | os.PathL
         if base_url:
             raise FetchError(f"the registry pins no files for {testbed}: a mirror ({base_url}) needs them pinned in "
                              f"{default_registry_path()} (vaedft fetch {testbed} --print-registry, once online)")
-        try:
-            pup.load_registry_from_doi()
-        except (requests.exceptions.RequestException, OSError, ValueError) as exc:
-            raise _offline(testbed, where, exc) from None
+        _registry_from_doi(pup, testbed)
     names = list(files) if files else sorted(pup.registry)
     unknown = [n for n in names if n not in pup.registry]
     if unknown:
@@ -183,14 +190,10 @@ def fetch(testbed: str, *, files: list[str] | None = None, cache: str | os.PathL
 def registry_lines(testbed: str, *, registry=None) -> str:
     """The registry entry of a record as pooch learns it from Zenodo (for a maintainer to pin)."""
     import pooch
-    import requests
 
     record = _record(testbed, registry)
     pup = pooch.create(path=data_dir(testbed), base_url=f"doi:{record.doi}/", registry=None)
-    try:
-        pup.load_registry_from_doi()
-    except (requests.exceptions.RequestException, OSError, ValueError) as exc:
-        raise _offline(testbed, f"the Zenodo record doi:{record.doi}", exc) from None
+    _registry_from_doi(pup, testbed)
     lines = [f"[{testbed}]", f'doi = "{record.doi}"', 'train = ""', 'test = ""', "", f"[{testbed}.files]"]
     lines += [f'"{name}" = "{h}"' for name, h in sorted(pup.registry.items())]
     return "\n".join(lines)
