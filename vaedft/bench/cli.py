@@ -100,7 +100,7 @@ def _cmd_report(args) -> int:
     path = Path(args.results)
     results = load_results(path)
     out = path.parent / "report.md"
-    out.write_text(render_report(results))
+    out.write_text(render_report(results, path.parent))
     update_index(path.parent.parent)
     print(f"wrote {out}")
     return 0

@@ -291,7 +291,7 @@ def run_suite(
             results["total_time_s"] = time.perf_counter() - t_start
             results["created"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
             _write_json(results_path, results)
-            (report_dir / "report.md").write_text(render_report(results))
+            (report_dir / "report.md").write_text(render_report(results, report_dir))
             if progress and error is None:
                 c = [x["verdict"] for x in comparisons]
                 tqdm.write(f"[{exp.id}] done in {wall:.0f} s: {c.count('PASS')} PASS, {c.count('FAIL')} FAIL")

@@ -1,7 +1,9 @@
 """The markdown report of a benchmark run, rendered from ``results.json`` alone.
 
-``render_report(results)`` gives ``report.md``: a header (date, commit, versions, device, total
-time), the profile's goals with PASS/FAIL (if it has a goals file), a summary table of the
+``render_report(results, report_dir)`` gives ``report.md``: a header (date, commit, versions, device, total
+time), the profile's goals with PASS/FAIL (if it has a goals file; when one fails and ``report_dir`` holds a
+``frontier.json`` written by ``benchmark/frontier.py``, the accuracy-vs-CPU-minutes frontier measured so
+far, as a table and a figure), a summary table of the
 paper-vs-ours verdicts, then one section per experiment with what
 the paper claims, our tables (tabulate), the error budget of its minimizations (one table per
 testbed, built from its ``budget_*`` metrics by :func:`budget_tables`), figures, the paper-vs-ours
@@ -18,7 +20,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-__all__ = ["render_report", "update_index", "INDEX_START", "INDEX_END", "verdict_counts", "budget_tables"]
+__all__ = ["render_report", "frontier_envelope", "update_index", "INDEX_START", "INDEX_END", "verdict_counts",
+           "budget_tables"]
 
 INDEX_START = "<!-- vaedft-bench index: start (generated) -->"
 INDEX_END = "<!-- vaedft-bench index: end -->"
@@ -116,6 +119,47 @@ def _goals(results: Mapping) -> list[str]:
             _table(rows, ["experiment", "goal", "metric", "ours", "expected", "verdict"]), ""]
 
 
+def frontier_envelope(points: list[Mapping]) -> list[Mapping]:
+    """The points no cheaper point beats (``mean_abs_kcal`` against ``cpu_minutes``), cheapest first."""
+    best, out = math.inf, []
+    for p in sorted(points, key=lambda p: float(p["cpu_minutes"])):
+        if float(p["mean_abs_kcal"]) < best:
+            best = float(p["mean_abs_kcal"])
+            out.append(p)
+    return out
+
+
+def _frontier(results: Mapping, report_dir: Path | None) -> list[str]:
+    """The measured frontier (``report_dir/frontier.json``) under failed goals; nothing if absent or malformed."""
+    goals = results.get("goals") or []
+    if report_dir is None or not any(g.get("status") == "fail" for g in goals):
+        return []
+    path = Path(report_dir) / "frontier.json"
+    try:
+        doc = json.loads(path.read_text())
+        points = [p for p in doc["points"] if all(k in p for k in ("source", "label", "kind", "cpu_minutes",
+                                                                      "mean_abs_kcal"))]
+        figure = str(doc["figure"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    rows = []
+    for kind in ("functional", "minimization"):
+        for p in frontier_envelope([p for p in points if p["kind"] == kind]):
+            within = p.get("within_ca")
+            rows.append([kind, p["source"], p["label"], f"{float(p['cpu_minutes']):.1f}",
+                         f"{float(p['mean_abs_kcal']):.3g}", "-" if within is None else f"{100 * float(within):.0f} %"])
+    if not rows:
+        return []
+    lines = ["### The frontier measured so far (gaussian1d, 100 Snyder 2012 instances)", "",
+             "A goal out of reach: the best accuracy reached within each CPU budget (wall minutes x torch threads), "
+             f"over every measurement on record (`{doc.get('command', 'benchmark/frontier.py')}`, "
+             f"{doc.get('date', '-')}).", "",
+             _table(rows, ["quantity", "source", "run", "CPU minutes", "mean abs (kcal/mol)", "within CA"]), ""]
+    if (Path(report_dir) / figure).is_file():
+        lines += [f"![accuracy vs CPU minutes]({figure})", ""]
+    return lines
+
+
 def _cell(x) -> str:
     if x is None:
         return "-"
@@ -176,9 +220,9 @@ def _section(eid: str, e: Mapping) -> list[str]:
     return lines
 
 
-def render_report(results: Mapping) -> str:
-    """The markdown text of ``report.md`` for a results dict (``results.json``)."""
-    lines = _header(results) + _goals(results) + _summary(results)
+def render_report(results: Mapping, report_dir: str | Path | None = None) -> str:
+    """The markdown text of ``report.md`` for a results dict (``results.json``) in ``report_dir``."""
+    lines = _header(results) + _goals(results) + _frontier(results, report_dir) + _summary(results)
     for eid, e in results["experiments"].items():
         lines += _section(eid, e)
     return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,106 @@
+"""The accuracy-vs-CPU-minutes frontier (``benchmark/frontier.py``) and its place in the report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from vaedft.report.markdown import frontier_envelope, render_report
+
+ROOT = Path(__file__).resolve().parents[1]
+KCAL = 1.5936e-3
+
+
+@pytest.fixture(scope="module")
+def frontier():
+    spec = importlib.util.spec_from_file_location("frontier", ROOT / "benchmark" / "frontier.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _study():
+    train = {"batch_size": 32}
+    return {
+        "runs": {"f_a": {"wall_time_min": 10.0, "train": train}, "f_b": {"wall_time_min": 40.0, "train": train},
+                 "v_a": {"wall_time_min": 20.0, "train": train}, "f_sp": {"wall_time_min": 5.0, "train": train}},
+        "models": {"f_a": {"mae_kcal": 2.0, "test": "g1d_test"}, "f_b": {"mae_kcal": 0.4, "test": "g1d_test"},
+                   "v_a": {"reconstruction": 0.01}, "f_sp": {"mae_kcal": 0.1, "test": "sp_test"}},
+        "min": {"m_a": {"vae": "v_a", "functional": "f_a", "test": "g1d_test", "minimize_s": 600.0,
+                        "energy": {"mean_abs_error_kcal_per_mol": 3.0, "fraction_within_ca": 0.5}},
+                "budget_only": {"vae": "v_a", "functional": "f_a", "test": "g1d_test", "minimize_s": 0.0,
+                                "energy": None}},
+    }
+
+
+def _cpu_results(threads=2):
+    case = "gaussian1d/ld4/beta1e-03"
+    return {"profile": "cpu", "device_name": f"AMD EPYC, 2 cores, torch threads {threads}", "experiments": {
+        "E4": {"artifacts": {}, "metrics": {f"{case}/mean_abs_energy_error": 2 * KCAL,
+                                            f"{case}/frac_within_ca": 0.7,
+                                            f"{case}/budget_functional_error_mean_abs_kcal_per_mol": 1.5}},
+        "E10": {"metrics": {"gaussian1d/time/train_vae_s": 600.0, "gaussian1d/time/train_functional_s": 300.0,
+                            "gaussian1d/time/minimize_s": 60.0}}}}
+
+
+def test_points_come_from_the_results_with_cpu_minutes_as_wall_times_threads(frontier, tmp_path):
+    pts = frontier.study_points(_study())
+    got = {(p["kind"], p["label"]): (p["cpu_minutes"], p["mean_abs_kcal"]) for p in pts}
+    # only gaussian1d (the Snyder set), only minimizations with energies; the pair's minutes add up
+    assert got == {("functional", "f_a"): (10.0, 2.0), ("functional", "f_b"): (40.0, 0.4),
+                   ("minimization", "m_a"): (10.0 + 20.0 + 10.0, 3.0)}
+    cpu = frontier.cpu_points(_cpu_results(), tmp_path / "no-cache")
+    by_kind = {p["kind"]: p for p in cpu}
+    assert by_kind["functional"]["cpu_minutes"] == pytest.approx(300.0 / 60 * 2)
+    assert by_kind["functional"]["mean_abs_kcal"] == 1.5
+    assert by_kind["minimization"]["cpu_minutes"] == pytest.approx(960.0 / 60 * 2)
+    assert by_kind["minimization"]["mean_abs_kcal"] == pytest.approx(2.0)
+    assert "E10" in by_kind["minimization"]["label"]
+    assert frontier.cpu_points({"experiments": {}}, tmp_path) == []
+
+
+def test_build_times_come_from_the_cache_when_it_holds_the_goal_case(frontier, tmp_path):
+    res = _cpu_results(threads=1)
+    arts = {"VAE gaussian1d l_d=4 beta=1e-03": "k1", "functional gaussian1d": "k2",
+            "latent-lbfgs l_d=4 beta=1e-03 (300 steps) on gaussian1d test set (snyder2012)": "k3"}
+    res["experiments"]["E4"]["artifacts"] = arts
+    for kind, key, rec in (("vae", "k1", {"build_time_s": 999, "train_wall_time_s": 120.0}),
+                           ("functional", "k2", {"build_time_s": 999, "train_wall_time_s": 60.0}),
+                           ("minimization", "k3", {"build_time_s": 999, "minimize_wall_time_s": 30.0})):
+        (tmp_path / kind / key).mkdir(parents=True)
+        (tmp_path / kind / key / "done.json").write_text(json.dumps(rec))
+    by_kind = {p["kind"]: p for p in frontier.cpu_points(res, tmp_path)}
+    assert by_kind["minimization"]["cpu_minutes"] == pytest.approx(3.5)
+    assert "cache" in by_kind["minimization"]["label"]
+
+
+def test_the_envelope_keeps_only_points_no_cheaper_one_beats():
+    pts = [{"cpu_minutes": 50, "mean_abs_kcal": 1.0}, {"cpu_minutes": 10, "mean_abs_kcal": 3.0},
+           {"cpu_minutes": 20, "mean_abs_kcal": 5.0}, {"cpu_minutes": 100, "mean_abs_kcal": 0.4}]
+    assert [p["cpu_minutes"] for p in frontier_envelope(pts)] == [10, 50, 100]
+
+
+def test_the_script_writes_the_figure_and_the_report_shows_it_under_a_failed_goal(frontier, tmp_path, capsys):
+    out = tmp_path / "cpu"
+    out.mkdir()
+    res = _cpu_results()
+    (out / "results.json").write_text(json.dumps(res))
+    (tmp_path / "study.json").write_text(json.dumps(_study()))
+    assert frontier.main(["--results", str(out / "results.json"), "--study", str(tmp_path / "study.json"),
+                          "--cache", str(tmp_path / "none")]) == 0
+    assert (out / "figures" / "frontier.png").stat().st_size > 1000
+    doc = json.loads((out / "frontier.json").read_text())
+    assert doc["figure"] == "figures/frontier.png" and len(doc["points"]) == 5
+    base = {**res, "experiments": {}, "goals": [{"experiment": "E4", "metric": "m", "ours": 1.0, "expected": "<= 0.5",
+                                                  "status": "pass", "source": "g"}]}
+    assert "frontier" not in render_report(base, out)  # every goal met: no frontier
+    base["goals"][0]["status"] = "fail"
+    text = render_report(base, out)
+    assert "### The frontier measured so far" in text and "![accuracy vs CPU minutes](figures/frontier.png)" in text
+    assert "f_b" in text and "f_a" in text  # on the functional envelope (10 min, 2.0) then (40 min, 0.4)
+    assert "frontier" not in render_report(base)  # no report directory given
+    (out / "frontier.json").write_text("{not json")
+    assert "frontier" not in render_report(base, out)  # a damaged file is ignored, not fatal
