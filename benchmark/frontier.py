@@ -97,14 +97,14 @@ def cpu_points(results: Mapping, cache: Path) -> list[dict]:
         return []
     m = e4["metrics"]
     times = _times_from_cache(e4, cache)
-    timing = "as built (artifact cache)"
+    timing = "times from the artifact cache"
     if times is None:
         t = exps.get("E10", {}).get("metrics", {})
         if "gaussian1d/time/train_vae_s" not in t:
             return []
         times = {"vae": t["gaussian1d/time/train_vae_s"], "functional": t["gaussian1d/time/train_functional_s"],
                  "minimize": t["gaussian1d/time/minimize_s"]}
-        timing = "E10's gaussian1d pair"
+        timing = "times of E10's gaussian1d pair"
     threads = _threads(results)
     label = f"{results.get('profile', 'cpu')} profile"
     pts = [{"source": label, "label": f"functional ({timing})", "kind": "functional",
