@@ -145,9 +145,14 @@ def main(argv=None) -> int:
         if not path.is_file():
             print(f"frontier: {path} not found", file=sys.stderr)
             return 2
-    results = json.loads(args.results.read_text())
-    points = study_points(json.loads(args.study.read_text()))
-    points += cpu_points(results, args.cache or default_cache_dir())
+    try:
+        results = json.loads(args.results.read_text())
+        points = study_points(json.loads(args.study.read_text()))
+        points += cpu_points(results, args.cache or default_cache_dir())
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        print(f"frontier: {args.results} or {args.study} is not a results file of the expected form: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     out_dir = args.results.parent
     figure = plot(points, out_dir / "figures" / "frontier.png")
     doc = {"command": " ".join(["frontier.py", *(argv if argv is not None else sys.argv[1:])]),

@@ -62,6 +62,15 @@ def test_points_come_from_the_results_with_cpu_minutes_as_wall_times_threads(fro
     assert frontier.cpu_points({"experiments": {}}, tmp_path) == []
 
 
+def test_a_malformed_results_file_is_refused_in_one_line(frontier, tmp_path, capsys):
+    (tmp_path / "r.json").write_text("{}")
+    (tmp_path / "s.json").write_text('{"runs": {}}')
+    assert frontier.main(["--results", str(tmp_path / "r.json"), "--study", str(tmp_path / "s.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a results file" in err
+    assert not (tmp_path / "frontier.json").exists()
+
+
 def test_build_times_come_from_the_cache_when_it_holds_the_goal_case(frontier, tmp_path):
     res = _cpu_results(threads=1)
     arts = {"VAE gaussian1d l_d=4 beta=1e-03": "k1", "functional gaussian1d": "k2",
