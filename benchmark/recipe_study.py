@@ -23,6 +23,11 @@ Usage::
     python benchmark/recipe_study.py --work /path/to/work --out reports/recipe_study
     python benchmark/recipe_study.py --work W --out O --only f_g1d,v_g1d_paper   # a subset of the runs
     python benchmark/recipe_study.py --work W --out O --render    # only rewrite the report from W's caches
+
+Results already in ``OUT/results.json`` are kept (a work directory does not outlive its machine):
+the report merges them with what the work directory measured, and a run or minimization measured
+again replaces its kept entry.  Each run records the commit it was trained at and its validation
+curve, so the figure can be redrawn from ``results.json`` alone.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import torch
 
 from vaedft.data.generate import generate_dataset
@@ -99,6 +105,11 @@ RUNS = {
     "f_g1d_long": Run("functional", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 150}),
     "v_g1d_smooth_long": Run("vae", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 55, "beta": 1e-3},
                              latent_dim=4, model={"decoder": "smooth"}),
+    # speckle1d at batch 32: the smooth decoder trained until it reconstructs at least as well as the paper's
+    "v_sp_paper_b32": Run("vae", "sp_train", {**COSINE, "batch_size": 32, "epochs": 10, "beta": 1e-5},
+                          latent_dim=16, model={"input_scale": "volume"}),
+    "v_sp_smooth_b32": Run("vae", "sp_train", {**COSINE, "batch_size": 32, "epochs": 20, "beta": 1e-5},
+                           latent_dim=16, model={"input_scale": "volume", "decoder": "smooth"}),
 }
 
 #: Minimizations: (vae run, functional run, test set, method settings).
@@ -131,6 +142,10 @@ MINIMIZATIONS = {
                             {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
     "sp_paper_lbfgs": ("v_sp_paper", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "sp_smooth_lbfgs": ("v_sp_smooth", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
+    "sp_paper_b32_budget": ("v_sp_paper_b32", "f_sp", "sp_test", {"method": None}),
+    "sp_smooth_b32_budget": ("v_sp_smooth_b32", "f_sp", "sp_test", {"method": None}),
+    "sp_smooth_b32_lbfgs_box2": ("v_sp_smooth_b32", "f_sp", "sp_test",
+                                 {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
 }
 
 TESTBED_OF = {name: spec[0] for name, spec in DATA.items()}
@@ -182,8 +197,11 @@ def train_run(name: str, work: Path, data: dict[str, Path]) -> dict:
     cfg = TrainConfig.from_dict({"seed": 0, **run.train})
     state = train(run.kind, data[run.data], out, model_config=model_config(run, data[run.data]), config=cfg,
                   device="cpu", progress=False)
+    h = pd.read_csv(out / "history.csv")
+    metric = (h["val_loss"] ** 0.5) / KCAL if run.kind == "functional" else h["val_rec"]
     return {"epochs": state["epoch"], "wall_time_min": state["wall_time_s"] / 60, "train": cfg.to_dict(),
-            "model": dict(run.model)}
+            "model": dict(run.model), "commit": _commit(),
+            "curve": {"minutes": (h["wall_time_s"] / 60).round(3).tolist(), "value": metric.tolist()}}
 
 
 def evaluate_model(name: str, work: Path, data: dict[str, Path]) -> dict:
@@ -372,6 +390,7 @@ def main(argv=None) -> int:
     header = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]), "commit": _commit(),
               "machine": _machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "this_call_min": (time.perf_counter() - t_start) / 60}
+    kept = kept_results(args.out / "results.json")
     analysis_path = args.work / "study_analysis.json"
     analysis = json.loads(analysis_path.read_text()) if analysis_path.exists() else {}
     for path in sorted(args.work.glob("study_cache_*.json")):
@@ -379,43 +398,59 @@ def main(argv=None) -> int:
             if RUNS[name].kind == "vae" and name not in analysis:
                 analysis[name] = roughness_location(name, args.work, data)
     _dump(analysis_path, analysis)
-    merged = {"runs": {}, "models": {}, "min": {}, "gaps": {}}
+    merged = {"runs": dict(kept["runs"]), "models": dict(kept["models"]), "min": dict(kept["min"]), "gaps": {}}
     for path in sorted(args.work.glob("study_cache_*.json")):
         for key, part in json.loads(path.read_text()).items():
             merged[key].update(part)
     order = {k: i for i, k in enumerate([*RUNS, *MINIMIZATIONS])}
     merged = {k: dict(sorted(v.items(), key=lambda kv: order.get(kv[0], 99))) for k, v in merged.items()}
     merged.pop("gaps")
-    merged["roughness_location"] = analysis
+    merged["roughness_location"] = {**kept["roughness_location"], **analysis}
     _dump(args.out / "results.json", {"header": header, **merged})
     (args.out / "study.md").write_text(render(header, merged))
-    plot_curves(args.work, [n for n in RUNS if n in merged["runs"]], args.out / "training_curves.png")
+    plot_curves(merged["runs"], args.out / "training_curves.png")
     return 0
 
 
-def plot_curves(work: Path, names: list[str], out: Path) -> None:
-    """Validation error against wall minutes of every training (matplotlib object API, Agg)."""
-    import pandas as pd
+def kept_results(path: Path) -> dict:
+    """The entries of an earlier ``results.json`` (empty parts when there is none).
+
+    Runs from before runs recorded their commit get the earlier header's commit.
+    """
+    parts = ("runs", "models", "min", "roughness_location")
+    if not path.exists():
+        return {k: {} for k in parts}
+    try:
+        old = json.loads(path.read_text())
+        kept = {k: dict(old.get(k, {})) for k in parts}
+        for r in kept["runs"].values():
+            r.setdefault("commit", old["header"]["commit"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SystemExit(f"recipe_study: {path} is not a results file of this study ({exc}); move it away") from None
+    return kept
+
+
+def plot_curves(runs: dict, out: Path) -> None:
+    """Validation error against wall minutes of every run with a stored curve (matplotlib object API, Agg)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4))
     FigureCanvasAgg(fig)
     ax_f, ax_v = fig.subplots(1, 2)
-    for name in names:
-        h = pd.read_csv(work / name / "history.csv")
-        minutes = h["wall_time_s"] / 60
-        if RUNS[name].kind == "functional":
-            ax_f.plot(minutes, (h["val_loss"] ** 0.5) / KCAL, marker=".", label=name)
-        else:
-            ax_v.plot(minutes, h["val_rec"], marker=".", label=name)
+    for name, r in runs.items():
+        if "curve" not in r:
+            continue
+        ax = ax_f if RUNS[name].kind == "functional" else ax_v
+        ax.plot(r["curve"]["minutes"], r["curve"]["value"], marker=".", label=name)
     ax_f.set(xlabel="CPU minutes (1 thread)", ylabel="validation RMS error of F (kcal/mol)", yscale="log",
              title="DL functional")
     ax_f.axhline(1.0, color="red", lw=0.8, ls="--", label="chemical accuracy")
     ax_v.set(xlabel="CPU minutes (1 thread)", ylabel="validation reconstruction loss", yscale="log", title="beta-VAE")
     for ax in (ax_f, ax_v):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
 
@@ -425,7 +460,9 @@ def render(header: dict, cache: dict) -> str:
 
     lines = ["# Recipe study: the paper's networks on a CPU", "",
              f"Generated by `benchmark/recipe_study.py` ({header['command']}) at commit {header['commit']} on "
-             f"{header['machine']}, {header['date']}. Energies in kcal/mol (1 kcal/mol = 1.5936e-3 E0); "
+             f"{header['machine']}, {header['date']}; entries measured by earlier calls are kept (each run's commit "
+             "is in its row: the commit it was trained at, or for runs from before that was recorded, the commit of "
+             "the report that first held it). Energies in kcal/mol (1 kcal/mol = 1.5936e-3 E0); "
              "100 test instances per testbed (the Snyder 2012 set for gaussian1d).", "", "## Trainings", ""]
     rows = []
     for name, r in cache["runs"].items():
@@ -437,9 +474,9 @@ def render(header: dict, cache: dict) -> str:
         quality = (f"MAE {m['mae_kcal']:.3f} (max {m['max_kcal']:.2f})" if "mae_kcal" in m
                    else f"reconstruction {m.get('reconstruction', float('nan')):.4f}")
         rows.append([name, RUNS[name].kind, RUNS[name].data, json.dumps(r["model"]) if r["model"] else "paper",
-                     recipe, r["epochs"], f"{r['wall_time_min']:.1f}", quality])
+                     recipe, r["epochs"], f"{r['wall_time_min']:.1f}", quality, r.get("commit", "-")])
     lines.append(tabulate(rows, ["run", "kind", "data", "model changes", "recipe", "epochs", "minutes",
-                                 "test quality"], tablefmt="github"))
+                                 "test quality", "commit"], tablefmt="github"))
     lines += ["", "## Minimizations", ""]
     rows = []
     for name, m in cache["min"].items():
@@ -466,7 +503,9 @@ def render(header: dict, cache: dict) -> str:
     rows = []
     for tb, paper, smooth in (("gaussian1d", "g1d_paper_budget", "g1d_smooth_budget"),
                               ("gaussian1d (batch 32, 20 epochs)", "g1d_b32_budget", "g1d_smooth_b32_budget"),
-                              ("speckle1d", "sp_paper_lbfgs", "sp_smooth_lbfgs")):
+                              ("speckle1d", "sp_paper_lbfgs", "sp_smooth_lbfgs"),
+                              ("speckle1d (batch 32; paper 10, smooth 20 epochs)", "sp_paper_b32_budget",
+                               "sp_smooth_b32_budget")):
         if paper not in cache["min"] or smooth not in cache["min"]:
             continue
         p_, s_ = cache["min"][paper], cache["min"][smooth]
@@ -487,7 +526,13 @@ def render(header: dict, cache: dict) -> str:
             for name, r in cache.get("roughness_location", {}).items()]
     lines.append(tabulate(rows, ["VAE", "excess T at the walls", "excess T in the interior",
                                  "high-k share of the error"], tablefmt="github"))
-    lines += ["", "![validation error vs CPU minutes](training_curves.png)", "", "## Worst instances", ""]
+    lines += ["", "![validation error vs CPU minutes](training_curves.png)", ""]
+    no_curve = [name for name, r in cache["runs"].items() if "curve" not in r]
+    if no_curve:
+        lines += [f"The runs trained before curves were stored in results.json ({', '.join(no_curve)}) are not in "
+                  "this figure; their curves, drawn at commit f827f54: "
+                  "[training_curves_f827f54.png](training_curves_f827f54.png).", ""]
+    lines += ["## Worst instances", ""]
     for name, m in cache["min"].items():
         if not m["outliers"]:
             continue
