@@ -15,12 +15,14 @@ The 100 gaussian1d Snyder instances are minimised twice with the same VAE and fu
 Reported (never asserted: timings depend on the machine): both wall times, the ratio (the issue's
 goal is >= 100x), and the final accuracy of both on the timed instances and of ours on all 100
 (mean |e_min - e_gs|, share within chemical accuracy).  The comparison is fair only if ours is at
-least as accurate; the summary marks it.
+least as accurate; the summary marks it (on all 100 instances when ``VAEDFT_TTCA_ALL=1``, else on the
+timed ones).
 
 The trained pair is not made here (a paper-size pair takes CPU-hours): give it with
 ``VAEDFT_TTCA_VAE`` and ``VAEDFT_TTCA_FUNCTIONAL`` (run directories of ``vaedft train-*`` on
 gaussian1d; their recorded training file must exist).  Optional: ``VAEDFT_TTCA_STEPS``,
-``VAEDFT_TTCA_SEQ``, ``VAEDFT_TTCA_ETA``, ``VAEDFT_TTCA_BOX``, ``VAEDFT_TTCA_DTYPE`` (``float32``, the authors', or
+``VAEDFT_TTCA_SEQ``, ``VAEDFT_TTCA_ETA``, ``VAEDFT_TTCA_BOX``, ``VAEDFT_TTCA_ALL``, ``VAEDFT_TTCA_JSON`` (write the
+summary there), ``VAEDFT_TTCA_DTYPE`` (``float32``, the authors', or
 ``float64``).  Skipped when the pair is not given.  Example::
 
     VAEDFT_TTCA_VAE=runs/vae VAEDFT_TTCA_FUNCTIONAL=runs/f pytest --benchmark -k time_to_ca -s
@@ -50,6 +52,7 @@ SEQ = int(os.environ.get("VAEDFT_TTCA_SEQ", 2))
 ETA = float(os.environ.get("VAEDFT_TTCA_ETA", 1.0))
 DTYPE = os.environ.get("VAEDFT_TTCA_DTYPE", "float32")
 BOX = float(os.environ.get("VAEDFT_TTCA_BOX", 0.0))
+ALL = os.environ.get("VAEDFT_TTCA_ALL", "0") not in ("", "0")
 OURS = {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "init": "nearest", "tol_energy": 1e-7,
         "tol_grad": float("inf"), "settle_window": 20, "divergence_threshold": float("inf"), "latent_box": BOX}
 
@@ -95,6 +98,14 @@ def test_time_to_chemical_accuracy(tmp_path):
         "authors_timed": _summary(e_seq, e_gs[:SEQ]),
     }
     rec["fair"] = rec["ours_timed"]["mean_abs_kcal"] <= rec["authors_timed"]["mean_abs_kcal"]
+    rec["fair_judged_on"] = "timed"
+    if ALL:
+        t0 = time.perf_counter()
+        every = minimize(V, functional, vae, config=authors, train_densities=mean)
+        rec["authors_all_s"] = time.perf_counter() - t0
+        rec["authors_all"] = _summary(every.e_min, e_gs)
+        rec["fair"] = rec["ours_all"]["mean_abs_kcal"] <= rec["authors_all"]["mean_abs_kcal"]
+        rec["fair_judged_on"] = "all"
     print("\ntime to chemical accuracy:", json.dumps(rec, indent=2, default=float))
     out = os.environ.get("VAEDFT_TTCA_JSON")
     if out:
