@@ -10,19 +10,23 @@ The 100 gaussian1d Snyder instances are minimised twice with the same VAE and fu
   ``ETA``, ``STEPS`` = 15 000 steps from the encoded mean training density, **one instance at a
   time**.  The loop is timed on the first ``SEQ`` instances for the full ``STEPS`` and its time per
   instance scaled to the 100 (every instance does the same steps of the same networks); the
-  summary says so.
+  summary says so.  With ``VAEDFT_TTCA_ACCURACY_N=N`` the same recipe also runs on the first N
+  instances in one batched call (each row's descent is independent, so its result is the
+  one-at-a-time result up to float rounding), to compare the final accuracy on more instances than
+  the timed ones (all 100 take about an hour of a 2-core CPU); its wall time is reported but not
+  used for the ratio.
 
 Reported (never asserted: timings depend on the machine): both wall times, the ratio (the issue's
 goal is >= 100x), and the final accuracy of both on the timed instances and of ours on all 100
 (mean |e_min - e_gs|, share within chemical accuracy).  The comparison is fair only if ours is at
-least as accurate; the summary marks it (on all 100 instances when ``VAEDFT_TTCA_ALL=1``, else on the
-timed ones).
+least as accurate; the summary marks it (on the first N instances when ``VAEDFT_TTCA_ACCURACY_N`` is
+set, else on the timed ones).
 
 The trained pair is not made here (a paper-size pair takes CPU-hours): give it with
 ``VAEDFT_TTCA_VAE`` and ``VAEDFT_TTCA_FUNCTIONAL`` (run directories of ``vaedft train-*`` on
 gaussian1d; their recorded training file must exist).  Optional: ``VAEDFT_TTCA_STEPS``,
-``VAEDFT_TTCA_SEQ``, ``VAEDFT_TTCA_ETA``, ``VAEDFT_TTCA_BOX``, ``VAEDFT_TTCA_ALL``, ``VAEDFT_TTCA_JSON`` (write the
-summary there), ``VAEDFT_TTCA_DTYPE`` (``float32``, the authors', or
+``VAEDFT_TTCA_SEQ``, ``VAEDFT_TTCA_ETA``, ``VAEDFT_TTCA_BOX``, ``VAEDFT_TTCA_ACCURACY_N``,
+``VAEDFT_TTCA_JSON`` (write the summary there), ``VAEDFT_TTCA_DTYPE`` (``float32``, the authors', or
 ``float64``).  Skipped when the pair is not given.  Example::
 
     VAEDFT_TTCA_VAE=runs/vae VAEDFT_TTCA_FUNCTIONAL=runs/f pytest --benchmark -k time_to_ca -s
@@ -52,7 +56,7 @@ SEQ = int(os.environ.get("VAEDFT_TTCA_SEQ", 2))
 ETA = float(os.environ.get("VAEDFT_TTCA_ETA", 1.0))
 DTYPE = os.environ.get("VAEDFT_TTCA_DTYPE", "float32")
 BOX = float(os.environ.get("VAEDFT_TTCA_BOX", 0.0))
-ALL = os.environ.get("VAEDFT_TTCA_ALL", "0") not in ("", "0")
+ACCURACY_N = int(os.environ.get("VAEDFT_TTCA_ACCURACY_N", 0))
 OURS = {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "init": "nearest", "tol_energy": 1e-7,
         "tol_grad": float("inf"), "settle_window": 20, "divergence_threshold": float("inf"), "latent_box": BOX}
 
@@ -99,13 +103,16 @@ def test_time_to_chemical_accuracy(tmp_path):
     }
     rec["fair"] = rec["ours_timed"]["mean_abs_kcal"] <= rec["authors_timed"]["mean_abs_kcal"]
     rec["fair_judged_on"] = "timed"
-    if ALL:
+    if ACCURACY_N:
+        n = min(ACCURACY_N, len(V))
         t0 = time.perf_counter()
-        every = minimize(V, functional, vae, config=authors, train_densities=mean)
-        rec["authors_all_s"] = time.perf_counter() - t0
-        rec["authors_all"] = _summary(every.e_min, e_gs)
-        rec["fair"] = rec["ours_all"]["mean_abs_kcal"] <= rec["authors_all"]["mean_abs_kcal"]
-        rec["fair_judged_on"] = "all"
+        batched = minimize(V[:n], functional, vae, config=authors, train_densities=mean)
+        rec["authors_batched_s"] = time.perf_counter() - t0
+        rec["accuracy_n"] = n
+        rec["authors_first_n"] = _summary(batched.e_min, e_gs[:n])
+        rec["ours_first_n"] = _summary(ours.e_min[:n], e_gs[:n])
+        rec["fair"] = rec["ours_first_n"]["mean_abs_kcal"] <= rec["authors_first_n"]["mean_abs_kcal"]
+        rec["fair_judged_on"] = f"first {n}"
     print("\ntime to chemical accuracy:", json.dumps(rec, indent=2, default=float))
     out = os.environ.get("VAEDFT_TTCA_JSON")
     if out:
