@@ -105,6 +105,11 @@ RUNS = {
     "f_g1d_long": Run("functional", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 150}),
     "v_g1d_smooth_long": Run("vae", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 55, "beta": 1e-3},
                              latent_dim=4, model={"decoder": "smooth"}),
+    # the 15-CPU-minute functional: as many batch-32 epochs as 15 minutes of one idle core give, with and
+    # without a weight average (EMA) that smooths the noise of the large learning rate
+    "f_g1d_15min": Run("functional", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 22}),
+    "f_g1d_15min_ema": Run("functional", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 22,
+                                                       "ema_decay": 0.999}),
     # speckle1d at batch 32: the smooth decoder trained until it reconstructs at least as well as the paper's
     "v_sp_paper_b32": Run("vae", "sp_train", {**COSINE, "batch_size": 32, "epochs": 10, "beta": 1e-5},
                           latent_dim=16, model={"input_scale": "volume"}),

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vaedft.bench.runner import environment
 from vaedft.data.generate import generate_dataset
 from vaedft.data.store import read_arrays
 from vaedft.metrics import CHEMICAL_ACCURACY, KCAL_PER_MOL
@@ -95,6 +96,8 @@ def test_time_to_chemical_accuracy(tmp_path):
     t_authors_100 = float(np.mean(t_seq)) * len(V)
 
     rec = {
+        "environment": {**environment("cpu"), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                        "vae": vae_dir, "functional": f_dir},
         "instances": len(V), "dtype": DTYPE, "ours": OURS, "authors": {"steps": STEPS, "eta": ETA, "timed": SEQ},
         "ours_s": t_ours, "authors_s_scaled": t_authors_100, "ratio": t_authors_100 / t_ours,
         "ours_steps_median": float(np.median(ours.steps)),
