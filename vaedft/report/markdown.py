@@ -229,13 +229,19 @@ def render_report(results: Mapping, report_dir: str | Path | None = None) -> str
 
 
 def update_index(reports_dir: str | Path) -> Path:
-    """Rewrite the generated index block of ``reports_dir/README.md`` from every ``*/results.json``."""
+    """Rewrite the generated index block of ``reports_dir/README.md`` from every ``*/results.json``.
+
+    Only the harness's result files count (a dict with ``experiments``); other tools' ``results.json``
+    (e.g. the recipe study's) have no ``report.md`` to link to and are left out.
+    """
     reports_dir = Path(reports_dir)
     rows = []
     for res_path in sorted(reports_dir.glob("*/results.json")):
         try:
             r = json.loads(res_path.read_text())
         except (OSError, ValueError):
+            continue
+        if not isinstance(r, dict) or not isinstance(r.get("experiments"), dict):
             continue
         counts = {"PASS": 0, "FAIL": 0}
         for e in r.get("experiments", {}).values():
