@@ -31,6 +31,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from vaedft.bench.artifacts import stage_seconds
 from vaedft.bench.runner import default_cache_dir
 from vaedft.report.figures import KCAL_PER_MOL, plot_sweep
 from vaedft.report.markdown import frontier_envelope
@@ -83,9 +84,7 @@ def _times_from_cache(e4: Mapping, cache: Path) -> dict[str, float] | None:
     for what, path in out.items():
         if not path.is_file():
             return None
-        rec = json.loads(path.read_text())
-        key = {"vae": "train_wall_time_s", "functional": "train_wall_time_s", "minimize": "minimize_wall_time_s"}[what]
-        times[what] = float(rec.get(key, rec["build_time_s"]))
+        times[what] = stage_seconds(json.loads(path.read_text()))
     return times
 
 

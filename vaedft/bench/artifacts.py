@@ -47,7 +47,7 @@ from typing import Any
 from .. import __version__
 
 __all__ = ["ARTIFACT_VERSION", "Artifact", "ArtifactStore", "DamagedArtifactWarning", "canonical_json", "spec_hash",
-           "build_artifact", "file_manifest"]
+           "build_artifact", "file_manifest", "stage_seconds"]
 
 #: Bumped when a builder changes what it produces for the same spec (invalidates the cache).
 ARTIFACT_VERSION = {"dataset": 1, "vae": 1, "functional": 1, "minimization": 1}
@@ -321,6 +321,18 @@ def _convert_record(spec: dict, out: Path, progress: bool) -> dict:
     return {"source_file": spec["file"], "instances": int(attrs["n_instances"]),
             "source_instances": int(attrs["source_instances"]), "energy_unit": attrs["energy_unit"],
             "length_scale": float(attrs["length_scale"])}
+
+
+def stage_seconds(record: Mapping) -> float:
+    """Seconds of an artifact's own work, from its ``done.json`` record.
+
+    The training's or the minimization's wall time when the build recorded one (it leaves out
+    loading, checks and writing), else the whole build time (datasets).
+    """
+    for key in ("train_wall_time_s", "minimize_wall_time_s"):
+        if key in record:
+            return float(record[key])
+    return float(record["build_time_s"])
 
 
 def _build_model(kind: str, spec: dict, store: ArtifactStore, out: Path, device: str, progress: bool) -> dict:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics import KCAL_PER_MOL
+from .artifacts import stage_seconds
 from .context import Context, Output, beta_tag, metric_name
 
 __all__ = ["EXPERIMENTS", "energy_metrics", "budget_metrics"]
@@ -513,10 +514,8 @@ def timings(ctx: Context, params: Mapping[str, Any]) -> Output:
         rec = {k: ctx.store.record(a) for k, a in arts.items()}
         n_train = int(read_attrs(ctx.path(arts["data"]))["n_instances"])
         n_test = int(_result(ctx, arts["minimize"])["e_min"].shape[0])
-        t = {"generate_s": rec["data"]["build_time_s"],
-             "train_vae_s": rec["vae"].get("train_wall_time_s", rec["vae"]["build_time_s"]),
-             "train_functional_s": rec["functional"].get("train_wall_time_s", rec["functional"]["build_time_s"]),
-             "minimize_s": rec["minimize"].get("minimize_wall_time_s", rec["minimize"]["build_time_s"])}
+        t = {f"{stage}_s": stage_seconds(rec[k]) for stage, k in
+             (("generate", "data"), ("train_vae", "vae"), ("train_functional", "functional"), ("minimize", "minimize"))}
         _put(out, tb, None, None, t, "time")
         vae_cfg = arts["vae"].data["train"]
         steps = arts["minimize"].data["config"]["steps"]
