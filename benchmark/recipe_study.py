@@ -209,7 +209,7 @@ def train_run(name: str, work: Path, data: dict[str, Path]) -> dict:
     h = pd.read_csv(out / "history.csv")
     metric = (h["val_loss"] ** 0.5) / KCAL if run.kind == "functional" else h["val_rec"]
     return {"epochs": state["epoch"], "wall_time_min": state["wall_time_s"] / 60, "train": cfg.to_dict(),
-            "model": dict(run.model), "commit": _commit(),
+            "model": dict(run.model), "commit": _commit(), "threads": torch.get_num_threads(),
             "curve": {"minutes": (h["wall_time_s"] / 60).round(3).tolist(), "value": metric.tolist()}}
 
 
@@ -256,6 +256,7 @@ def run_minimization(name: str, work: Path, data: dict[str, Path], gaps: dict) -
         gaps[vae_name] = terms["manifold_gap"]
     terms["manifold_gap"] = gaps[vae_name]
     base = {"vae": vae_name, "functional": f_name, "test": test, "settings": settings, "minimize_s": minimize_s,
+            "threads": torch.get_num_threads(),
             "budget_s": budget_s, "budget_kcal": budget_summary_kcal(terms)}
     if res is None:
         return {**base, "energy": None, "outliers": []}
