@@ -11,7 +11,8 @@ decay from 1e-3) on gaussian1d and speckle1d, then measures on 100 test instance
   ``latent_box``) of every test potential, with the error budget of every minimization (functional
   error, representation, decoder roughness, manifold gap, total, exact energy of the found
   density) and the worst instances with their potential parameters;
-* the same at batch 32 (``*_b32`` runs): three times the updates per epoch.
+* the same at batch 32 (``*_b32`` runs): three times the updates per epoch;
+* the closed-form refit of the functional's head (``*_ridge`` runs, ``TrainConfig.head_ridge``).
 
 Every stage is resumable (datasets and trainings continue where they stopped; finished
 evaluations are cached as JSON in the work directory), so a killed run loses at most one
@@ -114,6 +115,12 @@ RUNS = {
     # issue's first measurement did
     "f_g1d_15min_2t_ema": Run("functional", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 44,
                                                           "ema_decay": 0.999}),
+    # the head refit: after the last epoch, the functional's linear head is replaced by the closed-form ridge
+    # regression of F on the trained features (TrainConfig.head_ridge); one idle core, 5 and 15 minutes
+    "f_g1d_5min_ridge": Run("functional", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 15,
+                                                        "head_ridge": 1e-6}),
+    "f_g1d_15min_ridge": Run("functional", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 45,
+                                                         "head_ridge": 1e-6}),
     # speckle1d at batch 32: the smooth decoder trained until it reconstructs at least as well as the paper's
     "v_sp_paper_b32": Run("vae", "sp_train", {**COSINE, "batch_size": 32, "epochs": 10, "beta": 1e-5},
                           latent_dim=16, model={"input_scale": "volume"}),
@@ -149,6 +156,8 @@ MINIMIZATIONS = {
                                   {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
     "g1d_long_lbfgs_box2": ("v_g1d_smooth_long", "f_g1d_long", "g1d_test",
                             {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
+    "g1d_smooth_b32_ridge_lbfgs_box2": ("v_g1d_smooth_b32", "f_g1d_15min_ridge", "g1d_test",
+                                        {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
     "sp_paper_lbfgs": ("v_sp_paper", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "sp_smooth_lbfgs": ("v_sp_smooth", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "sp_paper_b32_budget": ("v_sp_paper_b32", "f_sp", "sp_test", {"method": None}),
@@ -481,6 +490,10 @@ def render(header: dict, cache: dict) -> str:
         recipe = f"lr {t['lr']:g} {t.get('schedule', 'constant')} -> {t.get('lr_min', 0):g}, batch {t['batch_size']}"
         if t.get("derivative_weight"):
             recipe += f", derivative weight {t['derivative_weight']:g}"
+        if t.get("ema_decay"):
+            recipe += f", EMA {t['ema_decay']:g}"
+        if t.get("head_ridge") is not None:
+            recipe += f", head ridge {t['head_ridge']:g}"
         quality = (f"MAE {m['mae_kcal']:.3f} (max {m['max_kcal']:.2f})" if "mae_kcal" in m
                    else f"reconstruction {m.get('reconstruction', float('nan')):.4f}")
         rows.append([name, RUNS[name].kind, RUNS[name].data, json.dumps(r["model"]) if r["model"] else "paper",

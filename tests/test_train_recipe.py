@@ -1,10 +1,11 @@
-"""The training recipe of :mod:`vaedft.train`: learning-rate schedules, weight averaging (EMA) and
-the functional-derivative (Sobolev) loss.
+"""The training recipe of :mod:`vaedft.train`: learning-rate schedules, weight averaging (EMA),
+the functional-derivative (Sobolev) loss and the closed-form refit of the functional's head.
 
 The schedules are checked against their closed forms, the EMA against the definition of an
 exponential average, the derivative loss against the exact functional on exact ground states
-(where it must vanish), and every recipe against the one property a long CPU run depends on: a
-killed run ends bit-identical to an uninterrupted one.
+(where it must vanish), the head refit against a target that is exactly linear in the features
+and against the optimality conditions of ridge regression, and every recipe against the one
+property a long CPU run depends on: a killed run ends bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def test_default_recipe_keeps_the_config_identity():
     "bad",
     [{"schedule": "step"}, {"lr_min": -1.0}, {"lr_min": 1.0}, {"warmup_epochs": -1}, {"warmup_epochs": 6},
      {"warmup_epochs": 1.5}, {"ema_decay": 1.0}, {"ema_decay": 0.0}, {"ema_decay": True},
-     {"derivative_weight": -1.0}, {"derivative_weight": float("nan")}],
+     {"derivative_weight": -1.0}, {"derivative_weight": float("nan")}, {"head_ridge": -1e-6},
+     {"head_ridge": float("inf")}, {"head_ridge": True}, {"head_ridge": "1e-6"}],
     ids=lambda b: "-".join(f"{k}={v}" for k, v in b.items()),
 )
 def test_bad_recipe_raises(bad):
@@ -197,3 +199,119 @@ def test_recipe_killed_before_last_pt_resumes(data, tmp_path, monkeypatch):
     monkeypatch.undo()
     run("functional", data, killed, SOBOLEV)
     assert_same_run(full, killed)
+
+
+# ----------------------------------------------------------------------------- head refit
+
+RIDGE = TrainConfig.from_dict({**RECIPE.to_dict(), "head_ridge": 1e-6})
+
+
+def small_functional(seed=0):
+    torch.manual_seed(seed)
+    from vaedft.models import Functional
+
+    return Functional(SMALL_F).double().eval()
+
+
+def densities(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, SMALL_F.grid_n, generator=g, dtype=torch.float64) + 0.1
+    return x / (x.sum(1, keepdim=True) * SMALL_F.dx)
+
+
+def test_refit_head_recovers_a_target_linear_in_the_features():
+    model = small_functional()
+    model.set_target_scaling(3.0, 0.5)  # the refit must undo the output scaling too
+    x = densities(200, 1)
+    with torch.no_grad():
+        z = model.features(x).flatten(1)
+        g = torch.Generator().manual_seed(2)
+        w, c = torch.randn(z.shape[1], generator=g, dtype=torch.float64), 0.7
+        target = z @ w + c
+    info = model.refit_head(x, target, 0.0)
+    with torch.no_grad():
+        pred = model(x, validate=False)
+        fresh = densities(50, 3)
+        fresh_target = model.features(fresh).flatten(1) @ w + c
+        fresh_pred = model(fresh, validate=False)
+    assert info["train_mse"] < 1e-16 * float(target.var()) < info["train_mse_before"]
+    torch.testing.assert_close(pred, target, rtol=0, atol=1e-8 * float(target.abs().max()))
+    # the features span the target exactly: the same head serves densities it was not fitted on
+    torch.testing.assert_close(fresh_pred, fresh_target, rtol=0, atol=1e-6 * float(fresh_target.abs().max()))
+
+
+def test_refit_head_solves_the_ridge_normal_equations():
+    """At the solution, the gradient of (1/B)|Z w + c - F|^2 + ridge |w|^2 in the standardised
+    features Z vanishes; a large penalty shrinks the head to the mean of F."""
+    model = small_functional(1)
+    x = densities(150, 4)
+    target = torch.linspace(-1.0, 2.0, 150, dtype=torch.float64) ** 2
+    ridge = 1e-3
+    model.refit_head(x, target, ridge)
+    with torch.no_grad():
+        z = model.features(x).flatten(1)
+        mu, sd = z.mean(0), z.std(0)
+        zs = (z - mu) / sd
+        resid = model(x, validate=False) - target
+        w_std = model.head.weight[0] * model.target_scale * sd  # the head in standardised units
+        grad = 2 * zs.T @ resid / len(x) + 2 * ridge * w_std
+    assert float(resid.mean().abs()) < 1e-10
+    assert float(grad.abs().max()) < 1e-8 * float(target.abs().max())
+    model.refit_head(x, target, 1e8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, validate=False), target.mean().expand(150), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+def test_refit_head_refuses_a_bad_penalty(bad):
+    with pytest.raises(ValueError, match="ridge"):
+        small_functional().refit_head(densities(10, 1), torch.ones(10, dtype=torch.float64), bad)
+
+
+def test_head_ridge_run_serves_the_refit_head(data, tmp_path):
+    plain, refit = tmp_path / "plain", tmp_path / "refit"
+    run("functional", data, plain, RECIPE)
+    state = run("functional", data, refit, RIDGE)
+    info = state["head_refit"]
+    assert info["ridge"] == 1e-6 and info["train_mse"] < info["train_mse_before"]
+    # the convolutions are those of the plain run; only the head (and nothing else) changed
+    a, b = load_pt(plain / "last.pt")["model"], load_pt(refit / "last.pt")["model"]
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed == {"head.weight", "head.bias"}
+    best, last = load_pt(refit / "best.pt")["model"], load_pt(refit / "last.pt")["model"]
+    assert all(torch.equal(best[k], last[k]) for k in best)
+    assert history(plain).drop(columns="wall_time_s").equals(history(refit).drop(columns="wall_time_s"))
+    # the recorded validation loss is that of the served network
+    model, cfg = load_run(refit)
+    arrays = read_arrays(data, ("density", "F"))
+    val = train_mod._split(RIDGE.n_limit, RIDGE.val_fraction, RIDGE.seed)[1]
+    with torch.no_grad():
+        pred = model(torch.as_tensor(arrays["density"][val], dtype=torch.float32), validate=False).double()
+    mse = float((pred - torch.as_tensor(arrays["F"][val])).square().mean())
+    assert mse == pytest.approx(info["val_loss"], rel=1e-5)
+
+
+def test_head_ridge_is_refused_for_the_vae(data, tmp_path):
+    with pytest.raises(ValueError, match="functional only"):
+        run("vae", data, tmp_path / "v", RIDGE)
+
+
+def test_run_killed_before_the_refit_is_saved_refits_on_the_rerun(data, tmp_path, monkeypatch):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    run("functional", data, full, RIDGE)
+    real = train_mod._atomic_torch
+
+    def write(path, obj):
+        if path.name == "last.pt" and "head_refit" in obj["state"]:
+            raise Crash
+        return real(path, obj)
+
+    monkeypatch.setattr(train_mod, "_atomic_torch", write)
+    with pytest.raises(Crash):
+        run("functional", data, killed, RIDGE)
+    monkeypatch.undo()
+    assert "head_refit" not in load_pt(killed / "last.pt")["state"]
+    state = run("functional", data, killed, RIDGE)
+    assert "head_refit" in state
+    assert_same_run(full, killed)
+    assert run("functional", data, killed, RIDGE) == state  # a finished, refitted run is left alone

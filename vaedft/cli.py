@@ -250,6 +250,9 @@ def _add_train(sub, kind: str) -> None:
     if kind == "functional":
         p.add_argument("--derivative-weight", type=_nonneg_float, default=0.0,
                        help="weight of the functional-derivative (Sobolev) loss, dF/dn = e - V (default 0: off)")
+        p.add_argument("--head-ridge", type=_nonneg_float, metavar="PENALTY",
+                       help="after the last epoch, refit the linear head by ridge regression on the trained features "
+                       "(e.g. 1e-6; default off, the paper)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--patience", type=_positive_int, help="early stopping: epochs without a better validation loss")
     p.add_argument("--n-limit", type=_positive_int, help="use only the first N instances of the file")
@@ -302,6 +305,7 @@ def _run_train(args, kind: str) -> int:
         warmup_epochs=args.warmup,
         ema_decay=args.ema,
         derivative_weight=getattr(args, "derivative_weight", 0.0),
+        head_ridge=getattr(args, "head_ridge", None),
     )
     state = train(kind, args.data, args.out, model_config=model_config, latent_dim=latent, config=config,
                   device=args.device, progress=not args.no_progress)

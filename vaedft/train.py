@@ -27,7 +27,12 @@ The recipe (:class:`TrainConfig`; the paper's constant learning rate is the defa
   the exact functional derivative is known from the data, ``dF/dn(x) = e - V(x)`` up to a
   constant (the chemical potential), so the loss gains ``w * mean_b dx^d sum_x (g - g_mean +
   V - V_mean)^2`` with ``g = dF_w/dn`` (autograd of ``F_w`` divided by ``dx^d``) by double
-  backpropagation; the grid means remove the unknown constant.
+  backpropagation; the grid means remove the unknown constant;
+* ``head_ridge`` (functional only): when the last epoch is done, the functional's linear head is
+  replaced by the closed-form ridge regression of F on the trained features of the training split
+  (:meth:`~vaedft.models.functional.Functional.refit_head`), and that network is what ``best.pt``
+  and ``last.pt["model"]`` serve; ``state.json`` records the validation loss before and after under
+  ``head_refit``.  A run killed before the refit is saved does it on the rerun.
 
 Resuming: rerun the same command.  The data order and the reparameterisation noise of
 epoch ``e`` are pure functions of ``(seed, e)``, and weights, optimizer and batch-norm
@@ -72,7 +77,7 @@ __all__ = ["KINDS", "TrainConfig", "train", "train_step", "load_run", "file_sha2
 
 SCHEDULES = ("constant", "cosine")
 #: Settings added after the first release; left out of ``TrainConfig.to_dict`` at their defaults.
-RECIPE_FIELDS = ("schedule", "lr_min", "warmup_epochs", "ema_decay", "derivative_weight")
+RECIPE_FIELDS = ("schedule", "lr_min", "warmup_epochs", "ema_decay", "derivative_weight", "head_ridge")
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class TrainConfig:
         ema_decay: decay of the weight average that the checkpoints serve (None: no averaging).
         derivative_weight: weight of the functional-derivative (Sobolev) loss, in units of
             ``E0^-1 a0^-d`` times the F loss (functional only; 0: off, the paper).
+        head_ridge: after the last epoch, refit the functional's head by ridge regression with
+            this penalty (standardised features; e.g. 1e-6; None: off, the paper).
 
     ``to_dict`` leaves out the recipe fields that hold their defaults, so the runs and cached
     artifacts made before they existed keep their identity.
@@ -114,6 +121,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     ema_decay: float | None = None
     derivative_weight: float = 0.0
+    head_ridge: float | None = None
 
     def __post_init__(self) -> None:
         def positive_int(name, allow_none=False):
@@ -150,6 +158,10 @@ class TrainConfig:
         dw = self.derivative_weight
         if isinstance(dw, bool) or not isinstance(dw, (int, float)) or not (math.isfinite(dw) and dw >= 0):
             raise ValueError(f"derivative_weight must be a finite number >= 0, got {dw!r}")
+        r = self.head_ridge
+        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float))
+                              or not (math.isfinite(r) and r >= 0)):
+            raise ValueError(f"head_ridge must be a finite number >= 0 or None, got {r!r}")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -341,6 +353,8 @@ def train(
 
     if kind == "vae" and config.derivative_weight:
         raise ValueError("derivative_weight applies to the functional only")
+    if kind == "vae" and config.head_ridge is not None:
+        raise ValueError("head_ridge applies to the functional only")
     train_idx, val_idx = _split(n, config.val_fraction, config.seed)
     dens, target, pot = _load_tensors(data, kind, n, dtype, dev, potential=bool(config.derivative_weight))
     ti, vi = torch.as_tensor(train_idx, device=dev), torch.as_tensor(val_idx, device=dev)
@@ -380,8 +394,34 @@ def train(
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{last} does not fit this run: {exc}") from None
         _write_views(out, state, history)  # a crash may have left them behind last.pt
-    if state["finished"]:
+
+    def refit_once() -> dict:
+        """The head refit of a finished run, once (a rerun after a kill before it does it)."""
+        if not (state["finished"] and config.head_ridge is not None and "head_refit" not in state):
+            return state
+        t_refit = time.perf_counter()
+        served.eval()
+        chunk = max(4 * config.batch_size, 256)
+
+        def val_loss() -> float:
+            pred = torch.cat([served(x_val[i : i + chunk], validate=False) for i in range(0, len(x_val), chunk)])
+            return float(functional_loss(pred, y_val))
+
+        with torch.no_grad():
+            before = val_loss()
+            info = served.refit_head(x_tr, y_tr, config.head_ridge, batch_size=chunk)
+            info.update(val_loss_before=before, val_loss=val_loss())
+        state["head_refit"] = info
+        state["wall_time_s"] += time.perf_counter() - t_refit
+        ckpt = load_checkpoint(last, map_location=dev)
+        ckpt.update(model=served.state_dict(), state=dict(state))
+        _atomic_torch(out / "best.pt", {"model": served.state_dict(), "epoch": state["epoch"]})
+        _atomic_torch(last, ckpt)
+        _write_views(out, state, history)
         return state
+
+    if state["finished"]:
+        return refit_once()
 
     part_names = ("rec", "kl") if kind == "vae" else (("f", "deriv") if config.derivative_weight else ())
     n_tr = x_tr.shape[0]
@@ -449,4 +489,4 @@ def train(
                 break
     finally:
         bar.close()
-    return state
+    return refit_once()
