@@ -158,6 +158,8 @@ MINIMIZATIONS = {
                             {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
     "g1d_smooth_b32_ridge_lbfgs_box2": ("v_g1d_smooth_b32", "f_g1d_15min_ridge", "g1d_test",
                                         {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
+    "g1d_long_ridge_lbfgs_box2": ("v_g1d_smooth_long", "f_g1d_15min_ridge", "g1d_test",
+                                  {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
     "sp_paper_lbfgs": ("v_sp_paper", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "sp_smooth_lbfgs": ("v_sp_smooth", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "sp_paper_b32_budget": ("v_sp_paper_b32", "f_sp", "sp_test", {"method": None}),
