@@ -257,9 +257,38 @@ def test_refit_head_solves_the_ridge_normal_equations():
         grad = 2 * zs.T @ resid / len(x) + 2 * ridge * w_std
     assert float(resid.mean().abs()) < 1e-10
     assert float(grad.abs().max()) < 1e-8 * float(target.abs().max())
-    model.refit_head(x, target, 1e8)
+    fresh = small_functional(1)  # its untrained head fits worse than the mean of F
+    assert fresh.refit_head(x, target, 1e8)["accepted"]
     with torch.no_grad():
-        torch.testing.assert_close(model(x, validate=False), target.mean().expand(150), rtol=0, atol=1e-6)
+        torch.testing.assert_close(fresh(x, validate=False), target.mean().expand(150), rtol=0, atol=1e-6)
+
+
+def test_refit_head_keeps_the_old_head_when_the_new_one_fits_worse():
+    model = small_functional(2)
+    x = densities(120, 5)
+    with torch.no_grad():
+        target = model.features(x).flatten(1).sum(1)  # exactly linear: ridge 0 fits it
+    assert model.refit_head(x, target, 0.0)["accepted"]
+    head = [p.detach().clone() for p in (model.head.weight, model.head.bias)]
+    info = model.refit_head(x, target, 1e8)  # a head shrunk to the mean fits worse
+    assert not info["accepted"] and info["train_mse"] == info["train_mse_before"]
+    assert torch.equal(model.head.weight, head[0]) and torch.equal(model.head.bias, head[1])
+
+
+def test_refit_head_gives_dead_features_no_weight(monkeypatch):
+    """A network that has not learned: its features are constant but for float32 rounding. Fitting
+    that noise would give weights of 1e8 whose float32 sums are garbage; the refit uses none of them."""
+    model = small_functional(3).float()
+    g = torch.Generator().manual_seed(6)
+    dead = (0.5 + 1e-8 * torch.randn(200, 48, generator=g, dtype=torch.float64)).float()
+    assert float(dead.double().std(0).max()) > 0
+    monkeypatch.setattr(model, "features", lambda n: dead[: n.shape[0]].reshape(n.shape[0], 6, 8))
+    target = torch.linspace(0.0, 1.0, 200)
+    info = model.refit_head(densities(200, 7).float(), target, 1e-6)
+    assert info["features_used"] == 0 and info["accepted"]
+    assert float(model.head.weight.detach().abs().max()) == 0.0
+    with torch.no_grad():
+        torch.testing.assert_close(model(densities(200, 7).float(), validate=False), target.mean().expand(200))
 
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan")])
@@ -273,7 +302,7 @@ def test_head_ridge_run_serves_the_refit_head(data, tmp_path):
     run("functional", data, plain, RECIPE)
     state = run("functional", data, refit, RIDGE)
     info = state["head_refit"]
-    assert info["ridge"] == 1e-6 and info["train_mse"] < info["train_mse_before"]
+    assert info["ridge"] == 1e-6 and info["accepted"] and info["train_mse"] < info["train_mse_before"]
     # the convolutions are those of the plain run; only the head (and nothing else) changed
     a, b = load_pt(plain / "last.pt")["model"], load_pt(refit / "last.pt")["model"]
     changed = {k for k in a if not torch.equal(a[k], b[k])}

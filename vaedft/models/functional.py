@@ -101,9 +101,13 @@ class Functional(nn.Module):
         """Replace the head by the ridge regression of ``target`` on this network's features.
 
         Solves ``min_w (1/B) sum_b (w . z_b + c - F_b)^2 + ridge |w|^2`` in float64, with ``z`` the
-        flattened last feature map standardised over the batch (per feature: mean 0, std 1; constant
-        features get no weight), by SVD (singular values below ``1e-12`` of the largest are dropped).
-        The features are computed in the model's own dtype, as inference will compute them.
+        flattened last feature map standardised over the batch (per feature: mean 0, std 1), by SVD
+        (singular values below ``1e-12`` of the largest are dropped).  The features are computed in
+        the model's own dtype, as inference will compute them; a feature whose spread is below 1000
+        rounding errors of that dtype (``std <= 1e3 eps |mean|``: a dead feature, constant but for
+        rounding noise) gets no weight.  The new head is kept only if it fits the training set
+        better than the old one, evaluated in the model's dtype; otherwise the old head stays
+        (``accepted`` False: e.g. a network that has not learned, whose features are all dead).
 
         Args:
             n: densities ``(B, *grid)`` (the training set), in the model's dtype and device.
@@ -112,7 +116,8 @@ class Functional(nn.Module):
             batch_size: densities per forward pass.
 
         Returns:
-            ``{"ridge", "train_mse_before", "train_mse"}`` (E0^2, on ``n``).
+            ``{"ridge", "accepted", "features_used", "train_mse_before", "train_mse"}`` (E0^2, on ``n``;
+            ``train_mse`` is that of the head kept).
         """
         ridge = float(ridge)
         if not (math.isfinite(ridge) and ridge >= 0):
@@ -125,13 +130,16 @@ class Functional(nn.Module):
         before = float((self.target_mean + self.target_scale * self.head(feats).squeeze(1) - target)
                        .double().square().mean())
         mu, sd = z.mean(0), z.std(0)
-        keep = sd > 0
+        keep = sd > 1e3 * torch.finfo(feats.dtype).eps * mu.abs()
+        keep &= sd > 0
+        old_head = [p.detach().clone() for p in (self.head.weight, self.head.bias)]
         z = (z - mu) / torch.where(keep, sd, torch.ones_like(sd))
         y_mean = y.mean()
-        u, s, vh = torch.linalg.svd(z[:, keep], full_matrices=False)
-        inv = torch.where(s > 1e-12 * s[0], s / (s.square() + ridge * z.shape[0]), torch.zeros_like(s))
         w = torch.zeros_like(mu)
-        w[keep] = (vh.T @ (inv * (u.T @ (y - y_mean)))) / sd[keep]
+        if keep.any():
+            u, s, vh = torch.linalg.svd(z[:, keep], full_matrices=False)
+            inv = torch.where(s > 1e-12 * s[0], s / (s.square() + ridge * z.shape[0]), torch.zeros_like(s))
+            w[keep] = (vh.T @ (inv * (u.T @ (y - y_mean)))) / sd[keep]
         bias = y_mean - (mu * w).sum()
         # F = target_mean + target_scale * (W z + b)  ->  W = w / scale, b = (bias - mean) / scale
         scale, mean = self.target_scale.double(), self.target_mean.double()
@@ -139,7 +147,12 @@ class Functional(nn.Module):
         self.head.bias.copy_(((bias - mean) / scale).reshape(1))
         pred = self.target_mean + self.target_scale * self.head(feats).squeeze(1)
         after = float((pred - target).double().square().mean())
-        return {"ridge": ridge, "train_mse_before": before, "train_mse": after}
+        accepted = math.isfinite(after) and after < before
+        if not accepted:
+            self.head.weight.copy_(old_head[0])
+            self.head.bias.copy_(old_head[1])
+        return {"ridge": ridge, "accepted": accepted, "features_used": int(keep.sum()),
+                "train_mse_before": before, "train_mse": after if accepted else before}
 
     def features(self, n: torch.Tensor) -> torch.Tensor:
         """Last feature map ``(B, channels[-1], m, ...)``, ``m = resample_n / 2**blocks`` (no input checks).
