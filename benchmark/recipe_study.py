@@ -121,7 +121,7 @@ RUNS = {
                                                         "head_ridge": 1e-6}),
     "f_g1d_15min_ridge": Run("functional", "g1d_train", {**COSINE, "batch_size": 32, "epochs": 45,
                                                          "head_ridge": 1e-6}),
-    "f_sp_ridge": Run("functional", "sp_train", {**COSINE, "batch_size": 32, "epochs": 12, "head_ridge": 1e-6},
+    "f_sp_ridge": Run("functional", "sp_train", {**COSINE, "epochs": 12, "head_ridge": 1e-6},
                       model={"input_scale": "volume"}),
     # speckle1d at batch 32: the smooth decoder trained until it reconstructs at least as well as the paper's
     "v_sp_paper_b32": Run("vae", "sp_train", {**COSINE, "batch_size": 32, "epochs": 10, "beta": 1e-5},
