@@ -162,6 +162,13 @@ MINIMIZATIONS = {
                                         {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
     "g1d_long_ridge_lbfgs_box2": ("v_g1d_smooth_long", "f_g1d_15min_ridge", "g1d_test",
                                   {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
+    # the cpu profile's minimization settings (rows stop when settled), trust region 3 std
+    "g1d_long_ridge_lbfgs_box3": ("v_g1d_smooth_long", "f_g1d_15min_ridge", "g1d_test",
+                                  {"method": "latent-lbfgs", "steps": 300, "lr": 1e-2, "latent_box": 3.0,
+                                   "tol_energy": 1e-7, "tol_grad": 1e30, "settle_window": 20}),
+    "g1d_long_ridge5_lbfgs_box3": ("v_g1d_smooth_long", "f_g1d_5min_ridge", "g1d_test",
+                                   {"method": "latent-lbfgs", "steps": 300, "lr": 1e-2, "latent_box": 3.0,
+                                    "tol_energy": 1e-7, "tol_grad": 1e30, "settle_window": 20}),
     "sp_paper_lbfgs": ("v_sp_paper", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "sp_smooth_lbfgs": ("v_sp_smooth", "f_sp", "sp_test", {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2}),
     "sp_paper_b32_budget": ("v_sp_paper_b32", "f_sp", "sp_test", {"method": None}),

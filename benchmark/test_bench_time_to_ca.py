@@ -3,9 +3,10 @@
 The 100 gaussian1d Snyder instances are minimised twice with the same VAE and functional:
 
 * ``ours``: one batched call, latent L-BFGS from the ``nearest`` start (the training ground state
-  of the nearest training potential), each row stopping when its energy has settled
-  (``settle_window``), optionally inside the trust region ``latent_box`` (``VAEDFT_TTCA_BOX``, in
-  standard deviations of the training codes; default 0, none); all 100 instances together;
+  of the nearest training potential; ``VAEDFT_TTCA_INIT=mean`` starts from the mean training
+  density), each row stopping when its energy has settled (``settle_window``), optionally inside
+  the trust region ``latent_box`` (``VAEDFT_TTCA_BOX``, in standard deviations of the training
+  codes; default 0, none); all 100 instances together;
 * ``authors``: the paper's recipe as the authors' code runs it: plain latent GD (eq. 14), step
   ``ETA``, ``STEPS`` = 15 000 steps from the encoded mean training density, **one instance at a
   time**.  The loop is timed on the first ``SEQ`` instances for the full ``STEPS`` and its time per
@@ -27,7 +28,8 @@ The trained pair is not made here (a paper-size pair takes CPU-hours): give it w
 gaussian1d; their recorded training file must exist).  Optional: ``VAEDFT_TTCA_STEPS``,
 ``VAEDFT_TTCA_SEQ``, ``VAEDFT_TTCA_ETA``, ``VAEDFT_TTCA_BOX``, ``VAEDFT_TTCA_ACCURACY_N``,
 ``VAEDFT_TTCA_JSON`` (write the summary there), ``VAEDFT_TTCA_DTYPE`` (``float32``, the authors', or
-``float64``).  Skipped when the pair is not given.  Example::
+``float64``), ``VAEDFT_TTCA_INIT`` (our start: ``nearest``, the default, or ``mean``).  Skipped
+when the pair is not given.  Example::
 
     VAEDFT_TTCA_VAE=runs/vae VAEDFT_TTCA_FUNCTIONAL=runs/f pytest --benchmark -k time_to_ca -s
 """
@@ -58,7 +60,8 @@ ETA = float(os.environ.get("VAEDFT_TTCA_ETA", 1.0))
 DTYPE = os.environ.get("VAEDFT_TTCA_DTYPE", "float32")
 BOX = float(os.environ.get("VAEDFT_TTCA_BOX", 0.0))
 ACCURACY_N = int(os.environ.get("VAEDFT_TTCA_ACCURACY_N", 0))
-OURS = {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "init": "nearest", "tol_energy": 1e-7,
+INIT = os.environ.get("VAEDFT_TTCA_INIT", "nearest")
+OURS = {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "init": INIT, "tol_energy": 1e-7,
         "tol_grad": float("inf"), "settle_window": 20, "divergence_threshold": float("inf"), "latent_box": BOX}
 
 

@@ -320,6 +320,23 @@ def test_head_ridge_run_serves_the_refit_head(data, tmp_path):
     assert mse == pytest.approx(info["val_loss"], rel=1e-5)
 
 
+def test_a_rejected_refit_leaves_the_checkpoints_as_they_were(data, tmp_path, monkeypatch):
+    from vaedft.models import Functional
+
+    def reject(self, n, target, ridge, *, batch_size=500):
+        return {"ridge": ridge, "accepted": False, "features_used": 0, "train_mse_before": 1.0, "train_mse": 1.0}
+
+    plain, refit = tmp_path / "plain", tmp_path / "refit"
+    run("functional", data, plain, RECIPE)
+    monkeypatch.setattr(Functional, "refit_head", reject)
+    state = run("functional", data, refit, RIDGE)
+    assert state["head_refit"]["accepted"] is False
+    assert load_pt(refit / "last.pt")["state"]["head_refit"]["accepted"] is False
+    for name in ("last.pt", "best.pt"):
+        a, b = load_pt(plain / name)["model"], load_pt(refit / name)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_head_ridge_is_refused_for_the_vae(data, tmp_path):
     with pytest.raises(ValueError, match="functional only"):
         run("vae", data, tmp_path / "v", RIDGE)

@@ -32,7 +32,8 @@ The recipe (:class:`TrainConfig`; the paper's constant learning rate is the defa
   replaced by the closed-form ridge regression of F on the trained features of the training split
   (:meth:`~vaedft.models.functional.Functional.refit_head`), and that network is what ``best.pt``
   and ``last.pt["model"]`` serve; ``state.json`` records the validation loss before and after under
-  ``head_refit``.  A run killed before the refit is saved does it on the rerun.
+  ``head_refit`` (with ``accepted`` False and the weights left as they were if the new head does not
+  fit the training split better).  A run killed before the refit is saved does it on the rerun.
 
 Resuming: rerun the same command.  The data order and the reparameterisation noise of
 epoch ``e`` are pure functions of ``(seed, e)``, and weights, optimizer and batch-norm
@@ -414,8 +415,10 @@ def train(
         state["head_refit"] = info
         state["wall_time_s"] += time.perf_counter() - t_refit
         ckpt = load_checkpoint(last, map_location=dev)
-        ckpt.update(model=served.state_dict(), state=dict(state))
-        _atomic_torch(out / "best.pt", {"model": served.state_dict(), "epoch": state["epoch"]})
+        ckpt["state"] = dict(state)
+        if info["accepted"]:  # a rejected refit leaves both checkpoints' weights as they were
+            ckpt["model"] = served.state_dict()
+            _atomic_torch(out / "best.pt", {"model": served.state_dict(), "epoch": state["epoch"]})
         _atomic_torch(last, ckpt)
         _write_views(out, state, history)
         return state
