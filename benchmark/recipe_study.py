@@ -220,9 +220,13 @@ def model_config(run: Run, data_path: Path):
     return cfg.replace(**changes) if changes else cfg
 
 
-def train_run(name: str, work: Path, data: dict[str, Path]) -> dict:
+def train_run(name: str, work: Path, data: dict[str, Path], previous: dict | None = None) -> dict:
+    """Train (or resume) a run and record it; ``previous`` is its cached record, whose commit is kept when
+    the run had already finished before this call (the commit is the one it was trained at)."""
     run = RUNS[name]
     out = work / name
+    state_path = out / "state.json"
+    finished_before = state_path.exists() and json.loads(state_path.read_text()).get("finished", False)
     cfg = TrainConfig.from_dict({"seed": 0, **run.train})
     state = train(run.kind, data[run.data], out, model_config=model_config(run, data[run.data]), config=cfg,
                   device="cpu", progress=False)
@@ -232,8 +236,10 @@ def train_run(name: str, work: Path, data: dict[str, Path]) -> dict:
     if "head_refit" in state:  # the refit is the curve's last point, at the run's total time
         curve["minutes"].append(round(state["wall_time_s"] / 60, 3))
         curve["value"].append(state["head_refit"]["val_loss"] ** 0.5 / KCAL)
+    commit = (previous or {}).get("commit") if finished_before else None
     return {"epochs": state["epoch"], "wall_time_min": state["wall_time_s"] / 60, "train": cfg.to_dict(),
-            "model": dict(run.model), "commit": _commit(), "threads": torch.get_num_threads(), "curve": curve}
+            "model": dict(run.model), "commit": commit or _commit(), "threads": torch.get_num_threads(),
+            "curve": curve}
 
 
 def evaluate_model(name: str, work: Path, data: dict[str, Path]) -> dict:
@@ -401,7 +407,7 @@ def main(argv=None) -> int:
         if only is not None and name not in only:
             continue
         print(f"[study] train {name}", flush=True)
-        cache["runs"][name] = train_run(name, args.work, data)
+        cache["runs"][name] = train_run(name, args.work, data, cache["runs"].get(name))
         cache["models"][name] = evaluate_model(name, args.work, data)
         print(f"[study]   {cache['runs'][name]} {cache['models'][name]}", flush=True)
         _dump(cache_path, cache)
