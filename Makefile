@@ -34,7 +34,7 @@ cpu: $(STAMP)
 	$(BIN)/vaedft-bench --profile cpu
 
 # The cpu profile's accuracy slice: one gaussian1d pair with the cpu recipe on the 100 Snyder potentials,
-# checked against the cpu goals (about 30 minutes on 2 cores; exit 1 when chemical accuracy is missed).
+# checked against the cpu goals (35 minutes on 2 cores from an empty cache; exit 1 when chemical accuracy is missed).
 # ACCURACY_CACHE=DIR builds in DIR instead of the default cache (CI starts from an empty one).
 ACCURACY_CACHE ?=
 accuracy: $(STAMP)
