@@ -54,3 +54,23 @@ def test_the_report_points_to_the_curves_it_cannot_draw(study):
     header = {"command": "recipe_study.py", "commit": "abc1234", "machine": "m", "date": "d"}
     text = study.render(header, {"runs": runs, "models": {}, "min": {}})
     assert "are not in this figure" in text and "(f_g1d)" in text
+
+
+def test_a_finished_run_keeps_the_commit_it_was_trained_at(study, tmp_path, monkeypatch):
+    """Recording a run again (e.g. to re-evaluate it) must not stamp it with the current commit; a run that
+    trains in this call gets the current one, and a head refit is the last point of its curve."""
+    out = tmp_path / "f_g1d_5min_ridge"
+    out.mkdir()
+    (out / "history.csv").write_text("epoch,val_loss,wall_time_s\n1,4e-5,60\n2,1e-5,120\n")
+    state = {"epoch": 2, "finished": True, "wall_time_s": 130.0, "head_refit": {"val_loss": 1e-6}}
+    monkeypatch.setattr(study, "model_config", lambda run, path: None)
+    monkeypatch.setattr(study, "train", lambda *a, **k: state)
+    monkeypatch.setattr(study, "_commit", lambda: "new0000")
+    data = {"g1d_train": tmp_path / "g.h5"}
+    (out / "state.json").write_text(json.dumps(state))
+    kept = study.train_run("f_g1d_5min_ridge", tmp_path, data, {"commit": "old1111"})
+    assert kept["commit"] == "old1111"
+    assert kept["curve"]["minutes"][-1] == pytest.approx(130.0 / 60, abs=1e-3)
+    assert kept["curve"]["value"][-1] == pytest.approx(1e-3 / study.KCAL)
+    (out / "state.json").write_text(json.dumps({**state, "finished": False}))  # trained now
+    assert study.train_run("f_g1d_5min_ridge", tmp_path, data, {"commit": "old1111"})["commit"] == "new0000"
