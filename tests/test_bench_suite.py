@@ -345,8 +345,16 @@ def test_every_spec_of_the_committed_profiles_resolves(tmp_path, name):
         assert {v["model"].get("decoder", "paper") for v in one_d if v["model"]["boundary"] == "hard_wall"} == {
             "smooth"}
         assert {v["model"].get("input_scale") for v in one_d if v["model"]["boundary"] == "periodic"} == {14.0}
-        latent = [m["config"] for m in mins if m["vae"] is not None]
-        assert latent and all(c["method"] == "latent-lbfgs" and c["latent_box"] == 2.0 for c in latent)
+        latent = [m for m in mins if m["vae"] is not None]
+        assert latent and all(m["config"]["method"] == "latent-lbfgs" for m in latent)
+        # gaussian1d's recipe (the one that reaches chemical accuracy): box 3, 55-epoch VAEs, the head refit
+        boxes = {m["test"]["testbed"]: m["config"]["latent_box"] for m in latent}
+        assert boxes == {"gaussian1d": 3.0, "speckle1d": 2.0, "gaussian3d": 2.0}
+        g1d = [m for m in latent if m["test"]["testbed"] == "gaussian1d"]
+        assert all(m["vae"]["train"]["epochs"] == 55 for m in g1d)
+        assert all(m["functional"]["train"]["epochs"] == 45 and m["functional"]["train"]["head_ridge"] == 1e-6
+                   for m in g1d)
+        assert all("head_ridge" not in m["functional"]["train"] for m in latent if m["test"]["testbed"] != "gaussian1d")
         assert all("latent_box" not in m["config"] for m in mins if m["vae"] is None)
         sizes = {a.data["testbed"]: a.data.get("n") for a in plan if a.kind == "dataset" and a.data.get("seed") == 0}
         assert sizes["gaussian1d"] == 15000 and sizes["speckle1d"] == 15000
