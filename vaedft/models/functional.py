@@ -47,7 +47,7 @@ Head refit (:meth:`Functional.refit_head`, a training-recipe option, off in the 
 linear in the last feature map, so once the convolutions are trained, the head that fits the
 training set best is a ridge regression with a closed form.  Adam leaves the head far from it
 after a CPU budget of epochs (reports/performance.md: after 20 epochs the closed-form head has a
-9x smaller Snyder-set error and a 6x smaller functional-derivative error than Adam's).
+8x smaller Snyder-set error and a 6x smaller functional-derivative error than Adam's).
 """
 
 from __future__ import annotations
