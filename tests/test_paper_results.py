@@ -7,6 +7,8 @@ suite from an empty cache and checks it against ``benchmark/reference/quick.toml
 * ``reports/cpu/results.json`` (``vaedft-bench --profile cpu``) must meet the cpu goals
   (``benchmark/reference/cpu.toml``), except the misses recorded in ``CPU_GOALS_MISSED`` (a list that may
   only shrink).  Skipped until a cpu run is committed.
+* ``reports/cpu_slice/results.json`` (``make accuracy``) must meet its goals (chemical accuracy on gaussian1d)
+  with no misses.
 * ``reports/paper/results.json`` (produced on a GPU) must meet the paper's values
   (``benchmark/reference/paper.toml``: 3D mean abs <= 0.0004 E0, density error <= 0.005,
   reconstruction <= 0.004; 1D mean abs below chemical accuracy).  Skipped until a GPU run is committed.
@@ -79,6 +81,20 @@ def test_committed_cpu_results_meet_the_cpu_goals():
     failed = {(f.experiment, f.metric) for f in findings if not f.ok}
     assert not failed - CPU_GOALS_MISSED, format_findings([f for f in findings if not f.ok])
     assert not CPU_GOALS_MISSED - failed, f"met now, remove from CPU_GOALS_MISSED: {CPU_GOALS_MISSED - failed}"
+
+
+def test_committed_accuracy_slice_meets_chemical_accuracy():
+    """``reports/cpu_slice/results.json`` (``make accuracy``: the cpu profile's gaussian1d case) meets every goal
+    of ``benchmark/reference/cpu_slice.toml``, with no recorded misses, and its report printed the same verdicts."""
+    results = ROOT / "reports" / "cpu_slice" / "results.json"
+    if not results.is_file():
+        pytest.skip("reports/cpu_slice/results.json is produced by make accuracy; none committed yet")
+    loaded = load_results(results)
+    findings = check(loaded, load_reference(ROOT / "benchmark" / "reference" / "cpu_slice.toml"))
+    assert len(findings) == 3
+    assert {(g["experiment"], g["metric"]): g["status"] for g in loaded.get("goals", [])} == {
+        (f.experiment, f.metric): f.status for f in findings}
+    assert all(f.ok for f in findings), format_findings(findings)
 
 
 def test_cpu_goals_state_the_issue_goals():
