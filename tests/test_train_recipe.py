@@ -183,20 +183,25 @@ def test_recipe_resumes_bit_identically(data, tmp_path, kind, cfg):
     assert_same_run(full, parts)
 
 
-def test_recipe_killed_before_last_pt_resumes(data, tmp_path, monkeypatch):
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    run("functional", data, full, SOBOLEV)
+def run_killed_at_last_pt(data, out, cfg, monkeypatch, when) -> None:
+    """Run a functional training that dies when it is about to write a ``last.pt`` for which ``when(obj)``."""
     real = train_mod._atomic_torch
 
     def write(path, obj):
-        if path.name == "last.pt" and obj["epoch"] == 3:  # after the warm-up, mid-cosine
+        if path.name == "last.pt" and when(obj):
             raise Crash
         return real(path, obj)
 
     monkeypatch.setattr(train_mod, "_atomic_torch", write)
     with pytest.raises(Crash):
-        run("functional", data, killed, SOBOLEV)
+        run("functional", data, out, cfg)
     monkeypatch.undo()
+
+
+def test_recipe_killed_before_last_pt_resumes(data, tmp_path, monkeypatch):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    run("functional", data, full, SOBOLEV)
+    run_killed_at_last_pt(data, killed, SOBOLEV, monkeypatch, lambda obj: obj["epoch"] == 3)  # mid-cosine
     run("functional", data, killed, SOBOLEV)
     assert_same_run(full, killed)
 
@@ -345,17 +350,7 @@ def test_head_ridge_is_refused_for_the_vae(data, tmp_path):
 def test_run_killed_before_the_refit_is_saved_refits_on_the_rerun(data, tmp_path, monkeypatch):
     full, killed = tmp_path / "full", tmp_path / "killed"
     run("functional", data, full, RIDGE)
-    real = train_mod._atomic_torch
-
-    def write(path, obj):
-        if path.name == "last.pt" and "head_refit" in obj["state"]:
-            raise Crash
-        return real(path, obj)
-
-    monkeypatch.setattr(train_mod, "_atomic_torch", write)
-    with pytest.raises(Crash):
-        run("functional", data, killed, RIDGE)
-    monkeypatch.undo()
+    run_killed_at_last_pt(data, killed, RIDGE, monkeypatch, lambda obj: "head_refit" in obj["state"])
     assert "head_refit" not in load_pt(killed / "last.pt")["state"]
     state = run("functional", data, killed, RIDGE)
     assert "head_refit" in state
