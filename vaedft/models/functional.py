@@ -130,8 +130,7 @@ class Functional(nn.Module):
         before = float((self.target_mean + self.target_scale * self.head(feats).squeeze(1) - target)
                        .double().square().mean())
         mu, sd = z.mean(0), z.std(0)
-        keep = sd > 1e3 * torch.finfo(feats.dtype).eps * mu.abs()
-        keep &= sd > 0
+        keep = sd > 1e3 * torch.finfo(feats.dtype).eps * mu.abs()  # also drops exactly constant features
         old_head = [p.detach().clone() for p in (self.head.weight, self.head.bias)]
         z = (z - mu) / torch.where(keep, sd, torch.ones_like(sd))
         y_mean = y.mean()
