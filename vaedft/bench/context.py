@@ -175,13 +175,21 @@ class Context:
         """``{"threads": n}`` for a spec when the profile fixes the thread count (else empty: keys unchanged)."""
         return {} if self.profile.threads is None else {"threads": self.profile.threads}
 
-    def _train_config(self, testbed: str, kind: str, beta: float | None) -> dict:
-        """Settings: ``[train]`` < ``[train.<testbed>]`` < ``[train.<kind>]`` + ``[train.<testbed>.<kind>]``."""
+    def _train_config(self, testbed: str, kind: str, beta: float | None, latent_dim: int | None = None) -> dict:
+        """Settings: ``[train]`` < ``[train.<testbed>]`` < ``[train.<kind>]`` + ``[train.<testbed>.<kind>]``
+        < the VAE's case.
+
+        A VAE's case: ``[[train.<testbed>.vae.cases]]`` tables hold ``latent_dim`` and ``beta`` and the
+        settings of the VAE at exactly that ``(l_d, beta)`` (e.g. a longer training for the one case a
+        goal is about); every other VAE of the testbed keeps the settings above.
+        """
         from ..train import TrainConfig
 
         settings = self.profile.settings("train", testbed)
         by_kind = {k: settings.pop(k, {}) for k in ("vae", "functional")}
         settings = merge(settings, by_kind[kind])
+        if kind == "vae":
+            settings = merge(settings, self._vae_case(testbed, settings.pop("cases", []), latent_dim, beta))
         settings.setdefault("seed", self.seed)
         if beta is not None:
             settings["beta"] = float(beta)
@@ -189,6 +197,24 @@ class Context:
             return TrainConfig.from_dict(settings).to_dict()
         except (TypeError, ValueError) as exc:
             raise SuiteError(f"{self.profile.path}: [train] for {testbed}: {exc}") from None
+
+    def _vae_case(self, testbed: str, cases: Any, latent_dim: int | None, beta: float | None) -> dict:
+        """The settings of the ``[[train.<testbed>.vae.cases]]`` entry matching ``(latent_dim, beta)`` ({} if none)."""
+        where = f"{self.profile.path}: [[train.{testbed}.vae.cases]]"
+        if not isinstance(cases, list) or not all(isinstance(c, Mapping) for c in cases):
+            raise SuiteError(f"{where} must be an array of tables, got {cases!r}")
+        found = []
+        for case in cases:
+            ld, b = case.get("latent_dim"), case.get("beta")
+            if isinstance(ld, bool) or not isinstance(ld, int) or ld < 1:
+                raise SuiteError(f"{where}: latent_dim must be a positive integer, got {ld!r}")
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not b >= 0:
+                raise SuiteError(f"{where}: beta must be a number >= 0, got {b!r}")
+            if latent_dim is not None and beta is not None and ld == int(latent_dim) and beta_tag(b) == beta_tag(beta):
+                found.append({k: v for k, v in case.items() if k not in ("latent_dim", "beta")})
+        if len(found) > 1:
+            raise SuiteError(f"{where}: {len(found)} entries for l_d = {latent_dim}, beta = {beta:g}; give one")
+        return found[0] if found else {}
 
     def _model(self, kind: str, testbed: str, latent_dim: int | None, beta: float | None) -> Artifact:
         """A network of ``kind`` with the profile's architecture changes and training settings."""
@@ -203,7 +229,8 @@ class Context:
         except (TypeError, ValueError) as exc:
             raise SuiteError(f"{self.profile.path}: [architecture.{testbed}] {kind}: {exc}") from None
         spec = {"dataset": self.dataset(testbed).data, "model": cfg.to_dict(),
-                "train": self._train_config(testbed, kind, beta), "device": self.device_kind, **self._threads}
+                "train": self._train_config(testbed, kind, beta, latent_dim), "device": self.device_kind,
+                **self._threads}
         return Artifact.make(kind, spec)
 
     def vae(self, testbed: str, latent_dim: int, beta: float) -> Artifact:
