@@ -2,7 +2,9 @@
 
 * ``benchmark/profiles/<name>.toml`` -- a **profile** fixes the sizes shared by every experiment:
   training/test set sizes per testbed (``[data.<testbed>]``), network sizes (``[architecture.<testbed>]``,
-  absent = the paper's Tables I/II), training settings (``[train]``, per-testbed ``[train.<testbed>]``),
+  absent = the paper's Tables I/II), training settings (``[train]``, per-testbed ``[train.<testbed>]``, per
+  kind ``[train.vae]`` and ``[train.functional]``, per VAE ``[[train.<testbed>.vae.cases]]`` with
+  ``latent_dim`` and ``beta``),
   the minimizer (``[minimize]``, per-testbed ``[minimize.<testbed>]``; baselines in ``[baselines]``), the
   default seed and device, and ``threads``: the torch thread count of every training and minimization
   (recorded in their artifact specs and applied by every executor, so that an in-process run and a Dask
