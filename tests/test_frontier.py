@@ -109,7 +109,8 @@ def test_the_script_writes_the_figure_and_the_report_shows_it_under_a_failed_goa
     base["goals"][0]["status"] = "fail"
     text = render_report(base, out)
     assert "### The frontier measured so far" in text and "![accuracy vs CPU minutes](figures/frontier.png)" in text
-    assert "f_b" in text and "f_a" in text  # on the functional envelope (10 min, 2.0) then (40 min, 0.4)
+    assert "f_b" in text and "f_a" in text  # on the functional envelope (10 min, 2.0)
+    assert f"(`{doc['command']}`, {doc['date']})" in text  # the command that made it, not a template then (40 min, 0.4)
     assert "frontier" not in render_report(base)  # no report directory given
     (out / "frontier.json").write_text("{not json")
     assert "frontier" not in render_report(base, out)  # a damaged file is ignored, not fatal

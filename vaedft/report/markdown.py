@@ -152,7 +152,8 @@ def _frontier(results: Mapping, report_dir: Path | None) -> list[str]:
         return []
     lines = ["### The frontier measured so far (gaussian1d, 100 Snyder 2012 instances)", "",
              "Shown while a goal fails: the best accuracy reached within each CPU budget (wall minutes x torch "
-             "threads) on gaussian1d, the testbed the recipe study measures, over every measurement on record (`{doc.get('command', 'benchmark/frontier.py')}`, "
+             "threads) on gaussian1d, the testbed the recipe study measures, over every measurement on record "
+             f"(`{doc.get('command', 'benchmark/frontier.py')}`, "
              f"{doc.get('date', '-')}).", "",
              _table(rows, ["quantity", "source", "run", "CPU minutes", "mean abs (kcal/mol)", "within CA"]), ""]
     if (Path(report_dir) / figure).is_file():
