@@ -359,6 +359,10 @@ def test_every_spec_of_the_committed_profiles_resolves(tmp_path, name):
                    for m in g1d)
         assert all("head_ridge" not in m["functional"]["train"] for m in latent if m["test"]["testbed"] != "gaussian1d")
         assert all("latent_box" not in m["config"] for m in mins if m["vae"] is None)
+        # E8 compares descent methods on one functional: on gaussian1d it takes the one VAE trained to convergence
+        e8 = load_experiments(prof, SUITE, ["E8"], functions=EXPERIMENTS)[0].params["cases"]
+        assert {(c["testbed"], c["latent_dim"], c["beta"]) for c in e8 if c["testbed"] == "gaussian1d"} == {
+            ("gaussian1d", 4, 1e-3)}
         sizes = {a.data["testbed"]: a.data.get("n") for a in plan if a.kind == "dataset" and a.data.get("seed") == 0}
         assert sizes["gaussian1d"] == 15000 and sizes["speckle1d"] == 15000
         assert prof.goals == SUITE / "reference" / "cpu.toml"
