@@ -1,20 +1,23 @@
-"""The accuracy-per-CPU-minute frontier on gaussian1d, for the cpu report's goals.
+"""The accuracy-per-CPU-minute frontier of every testbed with a cpu goal, for the cpu report's goals section.
 
-Gathers every measured (CPU minutes, accuracy) point on the 100 Snyder 2012 instances:
+The cases are the goals' own: every ``<testbed>/ld<l>/beta<b>/mean_abs_energy_error`` bound of
+``benchmark/reference/cpu.toml`` (gaussian1d l_d = 4, beta = 1e-3; speckle1d l_d = 16, beta = 1e-5;
+gaussian3d l_d = 32, beta = 1e-6).  For each, it gathers every measured (CPU minutes, accuracy) point:
 
-* the recipe study (``reports/recipe_study/results.json``: one torch thread per run), and
-* a harness run of the cpu profile (``reports/cpu/results.json``, its goal case gaussian1d
-  l_d = 4, beta = 1e-3; the build times come from the artifact cache's ``done.json`` files, or,
-  without the cache, from the run's E10 timing table),
+* the recipe study (``reports/recipe_study/results.json``, each run at its recorded torch threads; it has
+  gaussian1d on the 100 Snyder 2012 instances and speckle1d on 100 random instances of its own seed), and
+* a harness run of the cpu profile (``reports/cpu/results.json``, the goal's case; the build times come
+  from the artifact cache's ``done.json`` files, or, without the cache, from the run's E10 timing table),
 
 for two quantities: the functional's MAE on the exact densities (against its training minutes) and
 the mean |e_min - e_gs| after latent minimization (against the minutes of the whole pair: VAE +
 functional + minimization).  CPU minutes are wall minutes times torch threads.  The frontier is the
 best accuracy reached within each budget (the lower envelope of the points).
 
-Writes ``frontier.json`` (the points, the command, the date) and ``figures/frontier.png`` next to the
-cpu results; ``vaedft-bench`` shows both in the report's goals section when a goal fails.  Every number
-comes from the two results files (and the cache); nothing is typed in.
+Writes ``frontier.json`` (the points, each with its testbed, the goals, the command, the date) and
+``figures/frontier.png`` (a row per testbed) next to the cpu results; ``vaedft-bench`` shows both in
+the report's goals section when a goal fails.  Every number comes from the results files, the goals
+file (and the cache); nothing is typed in.
 
 Usage::
 
@@ -26,22 +29,38 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from vaedft.bench.artifacts import stage_seconds
+from vaedft.bench.check import ReferenceError, load_reference
 from vaedft.bench.runner import default_cache_dir
 from vaedft.report.figures import KCAL_PER_MOL, plot_sweep
 from vaedft.report.markdown import frontier_envelope
 
-CASE = "gaussian1d/ld4/beta1e-03"
-GOAL_KCAL = 0.5  # the gaussian1d goal of benchmark/reference/cpu.toml (mean abs, kcal/mol)
+GOALS = Path(__file__).resolve().parent / "reference" / "cpu.toml"
+#: the recipe study's test sets (benchmark/recipe_study.py) and their testbeds
+STUDY_TESTS = {"g1d_test": "gaussian1d", "sp_test": "speckle1d"}
+_CASE = re.compile(r"(?P<testbed>[a-z0-9]+)/ld(?P<ld>[0-9]+)/beta(?P<beta>[0-9.e+-]+)")
+
+
+def goal_cases(goals: Mapping) -> dict[str, dict]:
+    """testbed -> {experiment, case, ld, beta, goal_kcal} from the mean-abs bounds of a loaded goals file."""
+    cases = {}
+    for exp, metrics in goals["experiments"].items():
+        for name, spec in metrics.items():
+            m = _CASE.fullmatch(name.removesuffix("/mean_abs_energy_error"))
+            if name.endswith("/mean_abs_energy_error") and m and spec.max is not None:
+                cases[m["testbed"]] = {"experiment": exp, "case": m.group(0), "ld": m["ld"], "beta": m["beta"],
+                                       "goal_kcal": spec.max / KCAL_PER_MOL}
+    return cases
 
 
 def study_points(study: Mapping) -> list[dict]:
-    """Points of the recipe study on the gaussian1d Snyder set (each part at its recorded torch threads, else one)."""
+    """Points of the recipe study on its test sets (each part at its recorded torch threads, else one)."""
     runs, models = study["runs"], study["models"]
 
     def cpu_min(name: str) -> float:
@@ -49,17 +68,24 @@ def study_points(study: Mapping) -> list[dict]:
 
     points = []
     for name, m in models.items():
-        if "mae_kcal" in m and m.get("test") == "g1d_test":
-            points.append({"source": "recipe study", "label": name, "kind": "functional",
-                           "cpu_minutes": cpu_min(name), "mean_abs_kcal": m["mae_kcal"]})
+        if "mae_kcal" in m and m.get("test") in STUDY_TESTS:
+            points.append({"testbed": STUDY_TESTS[m["test"]], "source": "recipe study", "label": name,
+                           "kind": "functional", "cpu_minutes": cpu_min(name), "mean_abs_kcal": m["mae_kcal"]})
     for name, m in study["min"].items():
-        if m.get("energy") is None or m.get("test") != "g1d_test":
+        if m.get("energy") is None or m.get("test") not in STUDY_TESTS:
             continue
         minutes = cpu_min(m["vae"]) + cpu_min(m["functional"]) + m["minimize_s"] / 60 * m.get("threads", 1)
-        points.append({"source": "recipe study", "label": name, "kind": "minimization", "cpu_minutes": minutes,
+        points.append({"testbed": STUDY_TESTS[m["test"]], "source": "recipe study", "label": name,
+                       "kind": "minimization", "cpu_minutes": minutes,
                        "mean_abs_kcal": m["energy"]["mean_abs_error_kcal_per_mol"],
                        "within_ca": m["energy"]["fraction_within_ca"]})
     return points
+
+
+def _short(beta: str) -> str:
+    """``"1e-03"`` -> ``"1e-3"``, as the paper writes it."""
+    mantissa, _, exp = f"{float(beta):.0e}".partition("e")
+    return f"{mantissa}e{int(exp)}"
 
 
 def _threads(results: Mapping) -> int:
@@ -68,17 +94,17 @@ def _threads(results: Mapping) -> int:
     return int(tail[1]) if len(tail) == 2 and tail[1].strip().isdigit() else 1
 
 
-def _times_from_cache(e4: Mapping, cache: Path) -> dict[str, float] | None:
-    """Build seconds of the goal case's VAE, functional and minimization from ``done.json``."""
-    arts = e4.get("artifacts", {})
-    want = {"vae": "VAE gaussian1d l_d=4 beta=1e-03", "functional": "functional gaussian1d"}
+def _times_from_cache(exp: Mapping, testbed: str, case: Mapping, cache: Path) -> dict[str, float] | None:
+    """Build seconds of the case's VAE, functional and minimization from ``done.json``."""
+    arts = exp.get("artifacts", {})
+    pair = f"l_d={case['ld']} beta={case['beta']}"
+    want = {"vae": f"VAE {testbed} {pair}", "functional": f"functional {testbed}"}
     out = {}
     for what, label in want.items():
         if label not in arts:
             return None
         out[what] = cache / what / arts[label] / "done.json"
-    mins = [lbl for lbl in arts if lbl.startswith("latent-") and "l_d=4 beta=1e-03" in lbl
-            and "gaussian1d" in lbl]
+    mins = [lbl for lbl in arts if lbl.startswith("latent-") and f"{pair} " in lbl and f" {testbed} " in lbl]
     if len(mins) != 1:
         return None
     out["minimize"] = cache / "minimization" / arts[mins[0]] / "done.json"
@@ -90,56 +116,66 @@ def _times_from_cache(e4: Mapping, cache: Path) -> dict[str, float] | None:
     return times
 
 
-def cpu_points(results: Mapping, cache: Path) -> list[dict]:
-    """The cpu profile run's goal case, at its build times."""
+def cpu_points(results: Mapping, cache: Path, cases: Mapping[str, Mapping]) -> list[dict]:
+    """The cpu profile run's goal cases, at their build times."""
     exps = results.get("experiments", {})
-    e4 = exps.get("E4")
-    if not e4 or f"{CASE}/mean_abs_energy_error" not in e4.get("metrics", {}):
-        return []
-    m = e4["metrics"]
-    times = _times_from_cache(e4, cache)
-    timing = "times from the artifact cache"
-    if times is None:
-        t = exps.get("E10", {}).get("metrics", {})
-        if "gaussian1d/time/train_vae_s" not in t:
-            return []
-        times = {"vae": t["gaussian1d/time/train_vae_s"], "functional": t["gaussian1d/time/train_functional_s"],
-                 "minimize": t["gaussian1d/time/minimize_s"]}
-        timing = "times of E10's gaussian1d pair"
     threads = _threads(results)
-    label = f"{results.get('profile', 'cpu')} profile"
-    pts = [{"source": label, "label": f"functional ({timing})", "kind": "functional",
-            "cpu_minutes": times["functional"] / 60 * threads,
-            "mean_abs_kcal": m[f"{CASE}/budget_functional_error_mean_abs_kcal_per_mol"]}]
-    pts.append({"source": label, "label": f"l_d = 4, beta = 1e-3 ({timing})", "kind": "minimization",
-                "cpu_minutes": sum(times.values()) / 60 * threads,
-                "mean_abs_kcal": m[f"{CASE}/mean_abs_energy_error"] / KCAL_PER_MOL,
-                "within_ca": m[f"{CASE}/frac_within_ca"]})
+    source = f"{results.get('profile', 'cpu')} profile"
+    pts = []
+    for testbed, case in cases.items():
+        exp, name = exps.get(case["experiment"]), case["case"]
+        if not exp or f"{name}/mean_abs_energy_error" not in exp.get("metrics", {}):
+            continue
+        m = exp["metrics"]
+        times = _times_from_cache(exp, testbed, case, cache)
+        timing = "times from the artifact cache"
+        if times is None:
+            t = exps.get("E10", {}).get("metrics", {})
+            if f"{testbed}/time/train_vae_s" not in t:
+                continue
+            times = {"vae": t[f"{testbed}/time/train_vae_s"], "functional": t[f"{testbed}/time/train_functional_s"],
+                     "minimize": t[f"{testbed}/time/minimize_s"]}
+            timing = f"times of E10's {testbed} pair"
+        functional = m.get(f"{name}/budget_functional_error_mean_abs_kcal_per_mol")
+        if functional is not None:
+            pts.append({"testbed": testbed, "source": source, "label": f"functional ({timing})",
+                        "kind": "functional", "cpu_minutes": times["functional"] / 60 * threads,
+                        "mean_abs_kcal": functional})
+        pts.append({"testbed": testbed, "source": source,
+                    "label": f"l_d = {case['ld']}, beta = {_short(case['beta'])} ({timing})",
+                    "kind": "minimization", "cpu_minutes": sum(times.values()) / 60 * threads,
+                    "mean_abs_kcal": m[f"{name}/mean_abs_energy_error"] / KCAL_PER_MOL,
+                    "within_ca": m.get(f"{name}/frac_within_ca")})
     return pts
 
 
-def plot(points: list[dict], path: Path) -> Path:
+def plot(points: list[dict], cases: Mapping[str, Mapping], path: Path) -> Path:
+    """Accuracy against CPU minutes: a row per testbed with points, the functional left, the pair right."""
     panels = []
-    for kind, title in (("functional", "DL functional: MAE on exact densities"),
-                        ("minimization", "after latent minimization: mean |error|")):
-        series = {}
-        for source in dict.fromkeys(p["source"] for p in points):
-            pts = [p for p in points if p["kind"] == kind and p["source"] == source]
-            front = frontier_envelope(pts)
-            if front:
-                name = f"{source} (frontier)" if len(front) > 1 else source
-                series[name] = ([p["cpu_minutes"] for p in front], [p["mean_abs_kcal"] for p in front])
-        if series:
-            panels.append({"series": series, "title": title, "xlabel":
-                           "CPU minutes (wall x torch threads)", "ylabel": "kcal/mol",
-                           "hlines": [(1.0, "chemical accuracy"), (GOAL_KCAL, "cpu goal (mean abs)")]})
-    return plot_sweep(path, panels, suptitle="Accuracy vs CPU minutes: gaussian1d, 100 Snyder 2012 instances")
+    for testbed, case in cases.items():
+        mine = [p for p in points if p["testbed"] == testbed]
+        for kind, title in (("functional", "functional MAE (exact n)"),
+                            ("minimization", f"l_d = {case['ld']}, after minimization")):
+            series = {}
+            for source in dict.fromkeys(p["source"] for p in mine):
+                front = frontier_envelope([p for p in mine if p["kind"] == kind and p["source"] == source])
+                if front:
+                    name = f"{source} (frontier)" if len(front) > 1 else source
+                    series[name] = ([p["cpu_minutes"] for p in front], [p["mean_abs_kcal"] for p in front])
+            if series:
+                panels.append({"series": series, "title": f"{testbed}: {title}", "xlabel":
+                               "CPU minutes (wall x torch threads)", "ylabel": "kcal/mol",
+                               "hlines": [(1.0, "chemical accuracy"),
+                                          (case["goal_kcal"], "cpu goal (mean abs)")]})
+    return plot_sweep(path, panels, ncols=2, suptitle="Accuracy vs CPU minutes, 100 test instances "
+                      "(gaussian1d: Snyder 2012; 3D: 50)")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, default=Path("reports/cpu/results.json"), help="a cpu profile run")
     p.add_argument("--study", type=Path, default=Path("reports/recipe_study/results.json"))
+    p.add_argument("--goals", type=Path, default=GOALS, help="the goals file (default benchmark/reference/cpu.toml)")
     p.add_argument("--cache", type=Path, default=None, help="the run's artifact cache (default: vaedft-bench's)")
     args = p.parse_args(argv)
     for path in (args.results, args.study):
@@ -147,22 +183,34 @@ def main(argv=None) -> int:
             print(f"frontier: {path} not found", file=sys.stderr)
             return 2
     try:
+        cases = goal_cases(load_reference(args.goals))
+    except ReferenceError as exc:
+        print(f"frontier: {exc}", file=sys.stderr)
+        return 2
+    if not cases:
+        print(f"frontier: {args.goals} bounds no <testbed>/ld<l>/beta<b>/mean_abs_energy_error", file=sys.stderr)
+        return 2
+    try:
         results = json.loads(args.results.read_text())
-        points = study_points(json.loads(args.study.read_text()))
-        points += cpu_points(results, args.cache or default_cache_dir())
+        points = [p for p in study_points(json.loads(args.study.read_text())) if p["testbed"] in cases]
+        points += cpu_points(results, args.cache or default_cache_dir(), cases)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         print(f"frontier: {args.results} or {args.study} is not a results file of the expected form: "
               f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    if not points:
+        print(f"frontier: no measurement of a goal case in {args.results} or {args.study}", file=sys.stderr)
+        return 2
     out_dir = args.results.parent
-    figure = plot(points, out_dir / "figures" / "frontier.png")
+    figure = plot(points, cases, out_dir / "figures" / "frontier.png")
     doc = {"command": " ".join(["frontier.py", *(argv if argv is not None else sys.argv[1:])]),
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "goal_kcal": GOAL_KCAL,
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "goals_kcal": {tb: c["goal_kcal"] for tb, c in cases.items()},
            "figure": figure.relative_to(out_dir).as_posix(), "points": points}
     (out_dir / "frontier.json").write_text(json.dumps(doc, indent=1) + "\n")
-    for p_ in sorted(points, key=lambda p: (p["kind"], p["cpu_minutes"])):
-        print(f"{p_['kind']:13s} {p_['cpu_minutes']:8.1f} min  {p_['mean_abs_kcal']:9.3f} kcal/mol  "
-              f"{p_['source']}: {p_['label']}")
+    for p_ in sorted(points, key=lambda p: (p["testbed"], p["kind"], p["cpu_minutes"])):
+        print(f"{p_['testbed']:11s} {p_['kind']:13s} {p_['cpu_minutes']:8.1f} min  "
+              f"{p_['mean_abs_kcal']:9.3f} kcal/mol  {p_['source']}: {p_['label']}")
     return 0
 
 

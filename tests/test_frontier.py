@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from vaedft.bench.check import load_reference
 from vaedft.report.markdown import frontier_envelope, render_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,29 +38,50 @@ def _study():
 
 
 def _cpu_results(threads=2):
-    case = "gaussian1d/ld4/beta1e-03"
+    case, sp = "gaussian1d/ld4/beta1e-03", "speckle1d/ld16/beta1e-05"
     return {"profile": "cpu", "device_name": f"AMD EPYC, 2 cores, torch threads {threads}", "experiments": {
         "E4": {"artifacts": {}, "metrics": {f"{case}/mean_abs_energy_error": 2 * KCAL,
                                             f"{case}/frac_within_ca": 0.7,
-                                            f"{case}/budget_functional_error_mean_abs_kcal_per_mol": 1.5}},
+                                            f"{case}/budget_functional_error_mean_abs_kcal_per_mol": 1.5,
+                                            f"{sp}/mean_abs_energy_error": 4 * KCAL,  # no budget metric
+                                            "speckle1d/ld16/beta1e-03/mean_abs_energy_error": 9 * KCAL}},
         "E10": {"metrics": {"gaussian1d/time/train_vae_s": 600.0, "gaussian1d/time/train_functional_s": 300.0,
-                            "gaussian1d/time/minimize_s": 60.0}}}}
+                            "gaussian1d/time/minimize_s": 60.0, "speckle1d/time/train_vae_s": 100.0,
+                            "speckle1d/time/train_functional_s": 50.0, "speckle1d/time/minimize_s": 30.0}}}}
 
 
-def test_points_come_from_the_results_with_cpu_minutes_as_wall_times_threads(frontier, tmp_path):
+@pytest.fixture(scope="module")
+def cases(frontier):
+    return frontier.goal_cases(load_reference(frontier.GOALS))
+
+
+def test_the_cases_are_the_goals_mean_abs_bounds(cases):
+    """benchmark/reference/cpu.toml: gaussian1d <= 0.5 kcal/mol, speckle1d and 3D <= 1 (E0 bounds / 1.5936e-3)."""
+    got = {tb: (c["experiment"], c["case"], round(c["goal_kcal"], 3)) for tb, c in cases.items()}
+    assert got == {"gaussian1d": ("E4", "gaussian1d/ld4/beta1e-03", 0.5),
+                   "speckle1d": ("E4", "speckle1d/ld16/beta1e-05", 1.0),
+                   "gaussian3d": ("E6", "gaussian3d/ld32/beta1e-06", 1.0)}
+
+
+def test_points_come_from_the_results_with_cpu_minutes_as_wall_times_threads(frontier, cases, tmp_path):
     pts = frontier.study_points(_study())
-    got = {(p["kind"], p["label"]): (p["cpu_minutes"], p["mean_abs_kcal"]) for p in pts}
-    # only gaussian1d (the Snyder set), only minimizations with energies; the pair's minutes add up
-    assert got == {("functional", "f_a"): (10.0, 2.0), ("functional", "f_b"): (40.0, 0.4),
-                   ("minimization", "m_a"): (10.0 + 20.0 + 10.0, 3.0)}
-    cpu = frontier.cpu_points(_cpu_results(), tmp_path / "no-cache")
-    by_kind = {p["kind"]: p for p in cpu}
+    got = {(p["testbed"], p["kind"], p["label"]): (p["cpu_minutes"], p["mean_abs_kcal"]) for p in pts}
+    # each on its testbed, only minimizations with energies; the pair's minutes add up
+    assert got == {("gaussian1d", "functional", "f_a"): (10.0, 2.0), ("gaussian1d", "functional", "f_b"): (40.0, 0.4),
+                   ("gaussian1d", "minimization", "m_a"): (10.0 + 20.0 + 10.0, 3.0),
+                   ("speckle1d", "functional", "f_sp"): (5.0, 0.1)}
+    cpu = frontier.cpu_points(_cpu_results(), tmp_path / "no-cache", cases)
+    # speckle1d: the goal's beta only, and no functional point without the budget metric
+    sp = [p for p in cpu if p["testbed"] == "speckle1d"]
+    assert [(p["kind"], p["mean_abs_kcal"]) for p in sp] == [("minimization", pytest.approx(4.0))]
+    assert sp[0]["cpu_minutes"] == pytest.approx(180.0 / 60 * 2) and "beta = 1e-5" in sp[0]["label"]
+    by_kind = {p["kind"]: p for p in cpu if p["testbed"] == "gaussian1d"}
     assert by_kind["functional"]["cpu_minutes"] == pytest.approx(300.0 / 60 * 2)
     assert by_kind["functional"]["mean_abs_kcal"] == 1.5
     assert by_kind["minimization"]["cpu_minutes"] == pytest.approx(960.0 / 60 * 2)
     assert by_kind["minimization"]["mean_abs_kcal"] == pytest.approx(2.0)
     assert "E10" in by_kind["minimization"]["label"]
-    assert frontier.cpu_points({"experiments": {}}, tmp_path) == []
+    assert frontier.cpu_points({"experiments": {}}, tmp_path, cases) == []
 
 
 def test_a_malformed_results_file_is_refused_in_one_line(frontier, tmp_path, capsys):
@@ -71,7 +93,7 @@ def test_a_malformed_results_file_is_refused_in_one_line(frontier, tmp_path, cap
     assert not (tmp_path / "frontier.json").exists()
 
 
-def test_build_times_come_from_the_cache_when_it_holds_the_goal_case(frontier, tmp_path):
+def test_build_times_come_from_the_cache_when_it_holds_the_goal_case(frontier, cases, tmp_path):
     res = _cpu_results(threads=1)
     arts = {"VAE gaussian1d l_d=4 beta=1e-03": "k1", "functional gaussian1d": "k2",
             "latent-lbfgs l_d=4 beta=1e-03 (300 steps) on gaussian1d test set (snyder2012)": "k3"}
@@ -81,7 +103,7 @@ def test_build_times_come_from_the_cache_when_it_holds_the_goal_case(frontier, t
                            ("minimization", "k3", {"build_time_s": 999, "minimize_wall_time_s": 30.0})):
         (tmp_path / kind / key).mkdir(parents=True)
         (tmp_path / kind / key / "done.json").write_text(json.dumps(rec))
-    by_kind = {p["kind"]: p for p in frontier.cpu_points(res, tmp_path)}
+    by_kind = {p["kind"]: p for p in frontier.cpu_points(res, tmp_path, cases) if p["testbed"] == "gaussian1d"}
     assert by_kind["minimization"]["cpu_minutes"] == pytest.approx(3.5)
     assert "cache" in by_kind["minimization"]["label"]
 
@@ -102,15 +124,38 @@ def test_the_script_writes_the_figure_and_the_report_shows_it_under_a_failed_goa
                           "--cache", str(tmp_path / "none")]) == 0
     assert (out / "figures" / "frontier.png").stat().st_size > 1000
     doc = json.loads((out / "frontier.json").read_text())
-    assert doc["figure"] == "figures/frontier.png" and len(doc["points"]) == 5
+    assert doc["figure"] == "figures/frontier.png" and len(doc["points"]) == 7
+    assert doc["goals_kcal"]["gaussian1d"] == pytest.approx(0.5)
     base = {**res, "experiments": {}, "goals": [{"experiment": "E4", "metric": "m", "ours": 1.0, "expected": "<= 0.5",
                                                   "status": "pass", "source": "g"}]}
     assert "frontier" not in render_report(base, out)  # every goal met: no frontier
     base["goals"][0]["status"] = "fail"
     text = render_report(base, out)
-    assert "### The frontier measured so far" in text and "![accuracy vs CPU minutes](figures/frontier.png)" in text
-    assert "f_b" in text and "f_a" in text  # on the functional envelope (10 min, 2.0)
-    assert f"(`{doc['command']}`, {doc['date']})" in text  # the command that made it, not a template then (40 min, 0.4)
+    assert "### Accuracy vs CPU minutes measured so far" in text
+    assert "![accuracy vs CPU minutes](figures/frontier.png)" in text
+    assert "f_b" in text and "f_a" in text  # on the functional envelope (10 min, 2.0) then (40 min, 0.4)
+    assert "| speckle1d " in text and "f_sp" in text  # every testbed with a goal has its rows
+    assert f"(`{doc['command']}`, {doc['date']})" in text  # the command that made it, not a template
     assert "frontier" not in render_report(base)  # no report directory given
     (out / "frontier.json").write_text("{not json")
     assert "frontier" not in render_report(base, out)  # a damaged file is ignored, not fatal
+
+
+def test_a_goals_file_without_a_mean_abs_bound_is_refused_in_one_line(frontier, tmp_path, capsys):
+    (tmp_path / "r.json").write_text(json.dumps(_cpu_results()))
+    (tmp_path / "s.json").write_text(json.dumps(_study()))
+    (tmp_path / "g.toml").write_text('[E4]\n"gaussian1d/ld4/beta1e-03/frac_within_ca" = { min = 0.95 }\n')
+    args = ["--results", str(tmp_path / "r.json"), "--study", str(tmp_path / "s.json")]
+    assert frontier.main([*args, "--goals", str(tmp_path / "g.toml")]) == 2
+    assert frontier.main([*args, "--goals", str(tmp_path / "missing.toml")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "mean_abs_energy_error" in err[0] and "not found" in err[1]
+    assert not (tmp_path / "frontier.json").exists()
+
+
+def test_a_frontier_file_from_before_the_testbeds_reads_as_gaussian1d(tmp_path):
+    (tmp_path / "frontier.json").write_text(json.dumps({"figure": "figures/frontier.png", "points": [
+        {"source": "recipe study", "label": "f_old", "kind": "functional", "cpu_minutes": 4.0, "mean_abs_kcal": 0.3}]}))
+    res = {**_cpu_results(), "experiments": {}, "goals": [{"experiment": "E4", "metric": "m", "ours": 1.0,
+                                                            "expected": "<= 0.5", "status": "fail", "source": "g"}]}
+    assert "| gaussian1d | functional | recipe study | f_old " in render_report(res, tmp_path).replace("  ", " ")

@@ -78,6 +78,12 @@ def test_plot_sweep_writes_png_and_creates_parents(tmp_path):
     two = read_png(F.plot_sweep(str(tmp_path / "fig5.png"), [sweep_panel(), sweep_panel(logx=False, logy=False)]))
     assert one.shape[0] == two.shape[0]
     assert two.shape[1] > 1.8 * one.shape[1]  # panels side by side
+    grid = read_png(F.plot_sweep(tmp_path / "grid.png", [sweep_panel()] * 3, ncols=2))
+    assert grid.shape[0] > 1.8 * one.shape[0] and grid.shape[1] == two.shape[1]  # two rows of two columns
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="ncols"):
+            F.plot_sweep(tmp_path / "bad.png", [sweep_panel()], ncols=bad)
+    assert not (tmp_path / "bad.png").exists()
 
 
 @pytest.mark.parametrize(

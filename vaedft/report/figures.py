@@ -151,8 +151,10 @@ def _series(name: str, value: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray |
     return x, y, yerr
 
 
-def plot_sweep(path: PathLike, panels: Sequence[Mapping], *, suptitle: str | None = None) -> Path:
-    """Line+marker plots of a metric against a hyperparameter, one subplot per panel, side by side.
+def plot_sweep(path: PathLike, panels: Sequence[Mapping], *, suptitle: str | None = None,
+               ncols: int | None = None) -> Path:
+    """Line+marker plots of a metric against a hyperparameter, one subplot per panel, side by side
+    (``ncols`` panels per row; default: all in one row).
 
     Used for Fig. 2 (reconstruction error vs beta, one series per testbed) and Fig. 5 (mean
     |e_min - e_gs| in E0 and density error vs beta, one series per latent dimension l_d).
@@ -179,8 +181,13 @@ def plot_sweep(path: PathLike, panels: Sequence[Mapping], *, suptitle: str | Non
         data = {str(lbl): _series(f"{name}['series'][{lbl!r}]", val) for lbl, val in series.items()}
         checked.append((panel, data, _hlines(f"{name}['hlines']", panel.get("hlines"))))
 
-    fig = _new_figure(_PANEL_W * len(checked), _PANEL_H)
-    axes = _grid(fig, len(checked), len(checked))
+    if ncols is None:
+        ncols = len(checked)
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols: expected a positive int, got {ncols!r}")
+    ncols = min(ncols, len(checked))
+    fig = _new_figure(_PANEL_W * ncols, _PANEL_H * math.ceil(len(checked) / ncols))
+    axes = _grid(fig, len(checked), ncols)
     for ax, (panel, data, hlines) in zip(axes, checked, strict=True):
         for j, (label, (x, y, yerr)) in enumerate(data.items()):
             ax.errorbar(x, y, yerr=yerr, marker=_MARKERS[j % len(_MARKERS)], markersize=5, capsize=3, label=label)
