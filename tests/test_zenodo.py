@@ -289,6 +289,52 @@ def test_unknown_records_and_files_and_unpinned_mirrors_are_refused(mirror, tmp_
         fetch("gaussian3d")
 
 
+def _unpinned(tmp_path, monkeypatch, load_registry_from_doi):
+    """Zenodo by DOI (no mirror, the committed registry: nothing pinned), pooch's record lookup replaced."""
+    import pooch
+
+    monkeypatch.delenv("VAEDFT_DATA_URL", raising=False)
+    monkeypatch.setenv("VAEDFT_DATA_REGISTRY", str(ROOT / "datasets" / "zenodo_registry.toml"))
+    monkeypatch.setenv("VAEDFT_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(pooch.Pooch, "load_registry_from_doi", load_registry_from_doi)
+
+
+def test_an_unpinned_record_is_asked_of_zenodo_by_doi_and_offline_is_one_line(tmp_path, monkeypatch, capsys):
+    import requests
+
+    asked = []
+
+    def offline(self):
+        asked.append(self.base_url)
+        raise requests.exceptions.ConnectionError("no route to zenodo.org")
+
+    _unpinned(tmp_path, monkeypatch, offline)
+    with pytest.raises(FetchError, match=r"could not reach the Zenodo record doi:10\.5281/zenodo\.6504566 "
+                                         r"\(ConnectionError\).*vaedft generate speckle1d"):
+        fetch("speckle1d")
+    assert asked == ["doi:10.5281/zenodo.6504566/"]
+    assert main(["fetch", "gaussian3d", "--print-registry"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "doi:10.5281/zenodo.10814856" in err and "vaedft generate gaussian3d" in err
+    assert not list((tmp_path / "cache").rglob("*.npz"))
+
+
+def test_print_registry_gives_the_lines_a_maintainer_pins(tmp_path, monkeypatch, capsys):
+    files = {"data_test.npz": "md5:" + "b" * 32, "data_train.npz": "md5:" + "a" * 32}
+
+    def learned(self):  # what pooch learns from the record: names and Zenodo's md5 checksums
+        self.registry.update(files)
+
+    _unpinned(tmp_path, monkeypatch, learned)
+    assert main(["fetch", "speckle1d", "--print-registry"]) == 0
+    text = capsys.readouterr().out
+    pinned = tmp_path / "registry.toml"  # pasted, with the training and test files named
+    pinned.write_text(text.replace('train = ""', 'train = "data_train.npz"').replace('test = ""',
+                                                                                      'test = "data_test.npz"'))
+    record = load_registry(pinned)["speckle1d"]
+    assert record.files == files and (record.train, record.test) == ("data_train.npz", "data_test.npz")
+
+
 # ----------------------------------------------------------------------------- the registry
 
 
