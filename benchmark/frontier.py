@@ -167,8 +167,8 @@ def plot(points: list[dict], cases: Mapping[str, Mapping], path: Path) -> Path:
                                "CPU minutes (wall x torch threads)", "ylabel": "kcal/mol",
                                "hlines": [(1.0, "chemical accuracy"),
                                           (case["goal_kcal"], "cpu goal (mean abs)")]})
-    return plot_sweep(path, panels, ncols=2, suptitle="Accuracy vs CPU minutes, 100 test instances "
-                      "(gaussian1d: Snyder 2012; 3D: 50)")
+    return plot_sweep(path, panels, ncols=2, suptitle="Accuracy vs CPU minutes, 100 test instances (gaussian1d: "
+                      "Snyder 2012; speckle1d: the study's and the profile's own draws; 3D: 50)")
 
 
 def main(argv=None) -> int:
