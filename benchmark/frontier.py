@@ -37,6 +37,7 @@ from pathlib import Path
 
 from vaedft.bench.artifacts import stage_seconds
 from vaedft.bench.check import ReferenceError, load_reference
+from vaedft.bench.context import beta_tag
 from vaedft.bench.runner import default_cache_dir
 from vaedft.report.figures import KCAL_PER_MOL, plot_sweep
 from vaedft.report.markdown import frontier_envelope
@@ -54,7 +55,7 @@ def goal_cases(goals: Mapping) -> dict[str, dict]:
         for name, spec in metrics.items():
             m = _CASE.fullmatch(name.removesuffix("/mean_abs_energy_error"))
             if name.endswith("/mean_abs_energy_error") and m and spec.max is not None:
-                cases[m["testbed"]] = {"experiment": exp, "case": m.group(0), "ld": m["ld"], "beta": m["beta"],
+                cases[m["testbed"]] = {"experiment": exp, "case": m.group(0), "ld": m["ld"], "beta": float(m["beta"]),
                                        "goal_kcal": spec.max / KCAL_PER_MOL}
     return cases
 
@@ -82,9 +83,9 @@ def study_points(study: Mapping) -> list[dict]:
     return points
 
 
-def _short(beta: str) -> str:
-    """``"1e-03"`` -> ``"1e-3"``, as the paper writes it."""
-    mantissa, _, exp = f"{float(beta):.0e}".partition("e")
+def _short(beta: float) -> str:
+    """``1e-3`` as the paper writes it (not ``1e-03``)."""
+    mantissa, _, exp = beta_tag(beta).partition("e")
     return f"{mantissa}e{int(exp)}"
 
 
@@ -97,7 +98,7 @@ def _threads(results: Mapping) -> int:
 def _times_from_cache(exp: Mapping, testbed: str, case: Mapping, cache: Path) -> dict[str, float] | None:
     """Build seconds of the case's VAE, functional and minimization from ``done.json``."""
     arts = exp.get("artifacts", {})
-    pair = f"l_d={case['ld']} beta={case['beta']}"
+    pair = f"l_d={case['ld']} beta={beta_tag(case['beta'])}"  # as the artifact labels write it
     want = {"vae": f"VAE {testbed} {pair}", "functional": f"functional {testbed}"}
     out = {}
     for what, label in want.items():

@@ -145,10 +145,11 @@ def _frontier(results: Mapping, report_dir: Path | None) -> list[str]:
         figure = str(doc["figure"])
     except (OSError, ValueError, KeyError, TypeError):
         return []
+    points = [{"testbed": "gaussian1d", **p} for p in points]
     rows = []
-    for testbed in dict.fromkeys(p.get("testbed", "gaussian1d") for p in points):
+    for testbed in dict.fromkeys(p["testbed"] for p in points):
         for kind in ("functional", "minimization"):
-            mine = [p for p in points if p.get("testbed", "gaussian1d") == testbed and p["kind"] == kind]
+            mine = [p for p in points if p["testbed"] == testbed and p["kind"] == kind]
             for p in frontier_envelope(mine):
                 within = p.get("within_ca")
                 rows.append([testbed, kind, p["source"], p["label"], f"{float(p['cpu_minutes']):.1f}",
