@@ -61,7 +61,6 @@ CPU_GOALS_MISSED: set[tuple[str, str]] = {
     ("E4", "speckle1d/ld16/beta1e-05/frac_within_ca"),
     ("E6", "gaussian3d/ld32/beta1e-06/mean_abs_energy_error"),
     ("E3", "speckle1d l_d = 16, beta = 1e-5: mean |error| below chemical accuracy (1.5936e-3 E0)"),
-    ("E8", "speckle1d: latent descent beats PCA-projected descent"),
 }
 
 
