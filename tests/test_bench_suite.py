@@ -346,10 +346,11 @@ def test_every_spec_of_the_committed_profiles_resolves(tmp_path, name):
         assert {v["model"].get("input_scale") for v in one_d if v["model"]["boundary"] == "periodic"} == {14.0}
         latent = [m for m in mins if m["vae"] is not None]
         assert latent and all(m["config"]["method"] == "latent-lbfgs" for m in latent)
-        # the recipe that reaches chemical accuracy on gaussian1d, on both 1D testbeds: box 3, the head refit,
-        # and a 55-epoch VAE for the goal's case alone (the other VAEs keep 6 epochs: the budget)
-        boxes = {m["test"]["testbed"]: m["config"]["latent_box"] for m in latent}
-        assert boxes == {"gaussian1d": 3.0, "speckle1d": 3.0, "gaussian3d": 2.0}
+        # the recipe that reaches chemical accuracy on gaussian1d, on both 1D testbeds: the head refit and a
+        # 55-epoch VAE for the goal's case alone (the other VAEs keep 6 epochs: the budget); the trust region
+        # on gaussian1d only (speckle1d's descent is free: a box held it above the manifold's best)
+        boxes = {m["test"]["testbed"]: m["config"].get("latent_box", 0.0) for m in latent}
+        assert boxes == {"gaussian1d": 3.0, "speckle1d": 0.0, "gaussian3d": 2.0}
         for testbed, goal in (("gaussian1d", (4, 1e-3)), ("speckle1d", (16, 1e-5))):
             runs = [m for m in latent if m["test"]["testbed"] == testbed]
             epochs = {(m["vae"]["model"]["latent_dim"], m["vae"]["train"]["beta"]): m["vae"]["train"]["epochs"]
