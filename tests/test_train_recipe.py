@@ -1,11 +1,14 @@
 """The training recipe of :mod:`vaedft.train`: learning-rate schedules, weight averaging (EMA),
-the functional-derivative (Sobolev) loss and the closed-form refit of the functional's head.
+the functional-derivative (Sobolev) loss, the closed-form refit of the functional's head and the
+VAE's kinetic-norm reconstruction loss.
 
 The schedules are checked against their closed forms, the EMA against the definition of an
 exponential average, the derivative loss against the exact functional on exact ground states
-(where it must vanish), the head refit against a target that is exactly linear in the features
-and against the optimality conditions of ridge regression, and every recipe against the one
-property a long CPU run depends on: a killed run ends bit-identical to an uninterrupted one.
+(where it must vanish), the kinetic-norm error against the continuum kinetic energy of known
+perturbations and against the identity ``E_V[n_hat] - e = <dpsi| H - e |dpsi>``, the head
+refit against a target that is exactly linear in the features and against the optimality
+conditions of ridge regression, and every recipe against the one property a long CPU run depends
+on: a killed run ends bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from test_train import Crash, assert_same_run, history, load_pt
 import vaedft.train as train_mod
 from vaedft.data.generate import generate_dataset
 from vaedft.data.store import read_arrays
-from vaedft.models import functional_preset, vae_preset
+from vaedft.models import functional_preset, kinetic_error, vae_preset
 from vaedft.physics import ExactKineticFunctional, get_testbed
+from vaedft.physics.hamiltonian import KineticOperator
 from vaedft.runs import load_run
 from vaedft.train import RECIPE_FIELDS, TrainConfig, derivative_loss, train
 
@@ -80,7 +84,8 @@ def test_default_recipe_keeps_the_config_identity():
     [{"schedule": "step"}, {"lr_min": -1.0}, {"lr_min": 1.0}, {"warmup_epochs": -1}, {"warmup_epochs": 6},
      {"warmup_epochs": 1.5}, {"ema_decay": 1.0}, {"ema_decay": 0.0}, {"ema_decay": True},
      {"derivative_weight": -1.0}, {"derivative_weight": float("nan")}, {"head_ridge": -1e-6},
-     {"head_ridge": float("inf")}, {"head_ridge": True}, {"head_ridge": "1e-6"}],
+     {"head_ridge": float("inf")}, {"head_ridge": True}, {"head_ridge": "1e-6"}, {"kinetic_weight": -1.0},
+     {"kinetic_weight": float("inf")}, {"kinetic_weight": True}],
     ids=lambda b: "-".join(f"{k}={v}" for k, v in b.items()),
 )
 def test_bad_recipe_raises(bad):
@@ -167,11 +172,93 @@ def test_derivative_training_records_both_losses_and_learns_the_derivative(data,
     assert h["val_deriv"].iloc[-1] < 0.8 * h["val_deriv"].iloc[0]
 
 
+# ----------------------------------------------------------------------------- kinetic-norm VAE loss
+
+KINETIC = TrainConfig.from_dict({**RECIPE.to_dict(), "beta": 1e-2, "kinetic_weight": 1.0})
+
+
+WEIGHTED_EPOCHS = 12
+
+
+def kinetic_op(testbed):
+    return KineticOperator(get_testbed(testbed).grid, "cpu", torch.float64)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_kinetic_error_of_a_plane_wave_is_its_continuum_kinetic_energy(k):
+    """Periodic box: dpsi = a cos(2 pi k x / L) has <dpsi|T|dpsi> = a^2 L / 2 * (2 pi k / L)^2 / 2."""
+    grid = get_testbed("speckle1d").grid
+    L, a = grid.box_length, 0.05
+    psi = torch.full((1, grid.n), 1.0 / math.sqrt(L), dtype=torch.float64)
+    wave = a * torch.cos(2 * math.pi * k * torch.from_numpy(grid.points) / L)
+    got = kinetic_error((psi + wave).square(), psi.square(), kinetic_op("speckle1d"), grid.cell_volume)
+    assert float(got) == pytest.approx(a**2 * L / 2 * (2 * math.pi * k / L) ** 2 / 2, rel=1e-8)
+
+
+def test_kinetic_error_of_a_rescaled_box_ground_state():
+    """Hard walls: psi = sqrt(2/L) sin(pi x/L), psi_hat = (1 + a) psi: the error is a^2 (pi/L)^2 / 2."""
+    grid = get_testbed("gaussian1d").grid
+    L, a = grid.box_length, 0.1
+    psi = math.sqrt(2 / L) * torch.sin(math.pi * torch.from_numpy(grid.points) / L)[None]
+    got = kinetic_error(((1 + a) * psi).square(), psi.square(), kinetic_op("gaussian1d"), grid.cell_volume)
+    assert float(got) == pytest.approx(a**2 * (math.pi / L) ** 2 / 2, rel=1e-8)
+    assert float(kinetic_error(psi.square(), psi.square(), kinetic_op("gaussian1d"), grid.cell_volume)) == 0.0
+
+
+@pytest.mark.parametrize("testbed", ["gaussian1d", "speckle1d"])
+def test_kinetic_error_is_the_kinetic_part_of_the_energy_excess(testbed, tmp_path):
+    """For a ground state n (energy e) and a normalised n_hat: E_V[n_hat] - e = <dpsi|T|dpsi> + <dpsi|V - e|dpsi>,
+    with E_V the exact one-particle energy (von Weizsaecker kinetic + potential)."""
+    tb = get_testbed(testbed)
+    path = generate_dataset(tb, tmp_path / "d.h5", n=4, seed=1, progress=False)
+    a = read_arrays(path, ("density", "potential", "energy"))
+    n, V, e = (torch.from_numpy(a[k]) for k in ("density", "potential", "energy"))
+    cell = tb.grid.cell_volume
+    n_hat = 0.7 * n + 0.3 * n.roll(1, dims=0)  # another instance's density mixed in: normalised, positive
+    excess = ExactKineticFunctional(tb.grid).double()(n_hat) + cell * (V * n_hat).sum(1) - e
+    dpsi = n_hat.sqrt() - n.sqrt()
+    potential_part = cell * ((V - e[:, None]) * dpsi.square()).sum(1)
+    per_instance = [float(kinetic_error(n_hat[i : i + 1], n[i : i + 1], kinetic_op(testbed), cell)) for i in range(4)]
+    assert float(excess.min()) > 1e-4  # a real excess, not a round-off
+    np.testing.assert_allclose(np.array(per_instance) + potential_part.numpy(), excess.numpy(), rtol=1e-6)
+
+
+def test_kinetic_weight_is_refused_for_the_functional(data, tmp_path):
+    with pytest.raises(ValueError, match="VAE only"):
+        run("functional", data, tmp_path / "f", TrainConfig.from_dict({**RECIPE.to_dict(), "kinetic_weight": 1.0}))
+
+
+def test_kinetic_training_records_the_term_and_lowers_it(tmp_path):
+    """speckle1d: the history gains train_kin/val_kin, the validation loss is rec + beta kl + w kin,
+    and the kinetic-norm error of the reconstructions ends lower than in the same run without it."""
+    tb = get_testbed("speckle1d")
+    data = generate_dataset(tb, tmp_path / "s.h5", n=150, seed=4, progress=False)
+    model = vae_preset("speckle1d", 4, input_scale=14.0).replace(channels=(6,) * 5, kernel=5, dense=(16, 8))
+    cfg = TrainConfig.from_dict({**KINETIC.to_dict(), "epochs": WEIGHTED_EPOCHS, "ema_decay": None,
+                                  "warmup_epochs": 0, "n_limit": None, "batch_size": 25})
+    plain = TrainConfig.from_dict({**cfg.to_dict(), "kinetic_weight": 0.0})
+    for name, c in (("k", cfg), ("p", plain)):
+        train("vae", data, tmp_path / name, model_config=model, config=c, device="cpu", progress=False)
+    h, hp = history(tmp_path / "k"), history(tmp_path / "p")
+    assert {"train_kin", "val_kin"} <= set(h.columns) and "val_kin" not in hp.columns
+    np.testing.assert_allclose(h["val_loss"], h["val_rec"] + cfg.beta * h["val_kl"] + h["val_kin"], rtol=1e-6)
+    dens = torch.from_numpy(read_arrays(data, ("density",))["density"])
+
+    def kin_of(run_dir):
+        vae, _ = load_run(run_dir, dtype="float64")
+        with torch.no_grad():
+            mu, _ = vae.encode(dens)
+            return float(kinetic_error(vae.decode(mu), dens, kinetic_op("speckle1d"), tb.grid.cell_volume))
+
+    assert kin_of(tmp_path / "k") < 0.7 * kin_of(tmp_path / "p")
+
+
 # ----------------------------------------------------------------------------- resume
 
 
-@pytest.mark.parametrize("kind,cfg", [("functional", RECIPE), ("functional", SOBOLEV), ("vae", RECIPE)],
-                         ids=["functional-cosine-ema", "functional-sobolev", "vae-cosine-ema"])
+@pytest.mark.parametrize("kind,cfg", [("functional", RECIPE), ("functional", SOBOLEV), ("vae", RECIPE),
+                                      ("vae", KINETIC)],
+                         ids=["functional-cosine-ema", "functional-sobolev", "vae-cosine-ema", "vae-kinetic"])
 def test_recipe_resumes_bit_identically(data, tmp_path, kind, cfg):
     full, parts = tmp_path / "full", tmp_path / "parts"
     if kind == "vae":

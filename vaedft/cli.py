@@ -247,6 +247,10 @@ def _add_train(sub, kind: str) -> None:
     p.add_argument("--warmup", type=_nonneg_int, default=0, help="epochs of linear warm-up from lr/10 (default 0)")
     p.add_argument("--ema", type=float, metavar="DECAY",
                    help="keep an exponential moving average of the weights (e.g. 0.999); checkpoints serve it")
+    if kind == "vae":
+        p.add_argument("--kinetic-weight", type=_nonneg_float, default=0.0,
+                       help="weight of the reconstruction error in the kinetic-energy norm, <dpsi|T|dpsi> with "
+                       "dpsi = sqrt(n_hat) - sqrt(n) (default 0: off, the paper)")
     if kind == "functional":
         p.add_argument("--derivative-weight", type=_nonneg_float, default=0.0,
                        help="weight of the functional-derivative (Sobolev) loss, dF/dn = e - V (default 0: off)")
@@ -306,6 +310,7 @@ def _run_train(args, kind: str) -> int:
         ema_decay=args.ema,
         derivative_weight=getattr(args, "derivative_weight", 0.0),
         head_ridge=getattr(args, "head_ridge", None),
+        kinetic_weight=getattr(args, "kinetic_weight", 0.0),
     )
     state = train(kind, args.data, args.out, model_config=model_config, latent_dim=latent, config=config,
                   device=args.device, progress=not args.no_progress)

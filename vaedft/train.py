@@ -28,6 +28,11 @@ The recipe (:class:`TrainConfig`; the paper's constant learning rate is the defa
   constant (the chemical potential), so the loss gains ``w * mean_b dx^d sum_x (g - g_mean +
   V - V_mean)^2`` with ``g = dF_w/dn`` (autograd of ``F_w`` divided by ``dx^d``) by double
   backpropagation; the grid means remove the unknown constant;
+* ``kinetic_weight`` (VAE only): the loss gains ``w * <dpsi| T |dpsi>`` (E0), the reconstruction's
+  error in the kinetic-energy norm (:func:`~vaedft.models.kinetic_error`, ``dpsi = sqrt(n_hat) -
+  sqrt(n)``, ``T`` the testbed's finite-difference kinetic operator).  It is the kinetic part of
+  the reconstruction's energy excess over the ground state, which the squared error weighs little:
+  a decoder can be close in density and far in energy.  Not the paper's (0: off);
 * ``head_ridge`` (functional only): when the last epoch is done, the functional's linear head is
   replaced by the closed-form ridge regression of F on the trained features of the training split
   (:meth:`~vaedft.models.functional.Functional.refit_head`), and that network is what ``best.pt``
@@ -45,6 +50,7 @@ device and are read once per epoch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -59,16 +65,18 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .data.store import validate_dataset
+from .data.store import testbed_from_attrs, validate_dataset
 from .models import (
     FunctionalConfig,
     VAEConfig,
     from_testbed,
     functional_from_testbed,
     functional_loss,
+    kinetic_error,
     vae_loss,
 )
 from .physics.backend import resolve_device
+from .physics.hamiltonian import KineticOperator
 from .progress import progress_bar
 from .runs import DTYPES, KINDS, CheckpointError, build_model, check_grid, file_sha256, load_checkpoint, load_run
 from .runs import atomic_json as _atomic_json
@@ -78,7 +86,8 @@ __all__ = ["KINDS", "TrainConfig", "train", "train_step", "load_run", "file_sha2
 
 SCHEDULES = ("constant", "cosine")
 #: Settings added after the first release; left out of ``TrainConfig.to_dict`` at their defaults.
-RECIPE_FIELDS = ("schedule", "lr_min", "warmup_epochs", "ema_decay", "derivative_weight", "head_ridge")
+RECIPE_FIELDS = ("schedule", "lr_min", "warmup_epochs", "ema_decay", "derivative_weight", "head_ridge",
+                 "kinetic_weight")
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,8 @@ class TrainConfig:
             ``E0^-1 a0^-d`` times the F loss (functional only; 0: off, the paper).
         head_ridge: after the last epoch, refit the functional's head by ridge regression with
             this penalty (standardised features; e.g. 1e-6; None: off, the paper).
+        kinetic_weight: weight of the kinetic-energy-norm reconstruction error, in ``E0^-1`` times
+            the squared error (VAE only; 0: off, the paper).
 
     ``to_dict`` leaves out the recipe fields that hold their defaults, so the runs and cached
     artifacts made before they existed keep their identity.
@@ -123,6 +134,7 @@ class TrainConfig:
     ema_decay: float | None = None
     derivative_weight: float = 0.0
     head_ridge: float | None = None
+    kinetic_weight: float = 0.0
 
     def __post_init__(self) -> None:
         def positive_int(name, allow_none=False):
@@ -156,9 +168,10 @@ class TrainConfig:
         d = self.ema_decay
         if d is not None and (isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < d < 1.0):
             raise ValueError(f"ema_decay must lie in (0, 1) or be None, got {d!r}")
-        dw = self.derivative_weight
-        if isinstance(dw, bool) or not isinstance(dw, (int, float)) or not (math.isfinite(dw) and dw >= 0):
-            raise ValueError(f"derivative_weight must be a finite number >= 0, got {dw!r}")
+        for name in ("derivative_weight", "kinetic_weight"):
+            w = getattr(self, name)
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
         r = self.head_ridge
         if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float))
                               or not (math.isfinite(r) and r >= 0)):
@@ -233,13 +246,18 @@ def derivative_loss(model, x: torch.Tensor, V: torch.Tensor, *, create_graph: bo
     return pred, cell * r.square().sum(dim=dims).mean()
 
 
-def _losses(kind, model, x, y, beta, generator, v=None, derivative_weight=0.0):
+def _losses(kind, model, x, y, beta, generator, v=None, derivative_weight=0.0, kinetic=None):
     """(total, parts) for one batch; parts are detached per-batch values for the history
-    (VAE: reconstruction, KL; functional with the derivative loss: F loss, derivative loss)."""
+    (VAE: reconstruction, KL, and the kinetic-norm error when ``kinetic = (weight, error(n_hat, n))``
+    is given; functional with the derivative loss: F loss, derivative loss)."""
     if kind == "vae":
         n_hat, mu, logvar = model(x, generator=generator, validate=False)
         total, rec, kl = vae_loss(n_hat, x, mu, logvar, beta)
-        return total, (rec.detach(), kl.detach())
+        if kinetic is None:
+            return total, (rec.detach(), kl.detach())
+        weight, error = kinetic
+        kin = error(n_hat, x)
+        return total + weight * kin, (rec.detach(), kl.detach(), kin.detach())
     if derivative_weight:
         pred, dloss = derivative_loss(model, x, v, create_graph=torch.is_grad_enabled())
         floss = functional_loss(pred, y)
@@ -248,11 +266,12 @@ def _losses(kind, model, x, y, beta, generator, v=None, derivative_weight=0.0):
     return functional_loss(pred, y), ()
 
 
-def train_step(kind, model, opt, x, y, beta, noise, sums, *, v=None, derivative_weight=0.0, ema=None) -> None:
-    """One optimisation step on a batch; adds ``(loss, part1, part2) * batch size`` to ``sums``
-    on the device (no host sync); updates the weight average ``ema`` if given.  The training loop
-    and the throughput benchmark share it."""
-    loss, parts = _losses(kind, model, x, y, beta, noise, v, derivative_weight)
+def train_step(kind, model, opt, x, y, beta, noise, sums, *, v=None, derivative_weight=0.0, ema=None,
+               kinetic=None) -> None:
+    """One optimisation step on a batch; adds ``(loss, *parts) * batch size`` to ``sums`` (length
+    >= 1 + number of parts) on the device (no host sync); updates the weight average ``ema`` if
+    given.  The training loop and the throughput benchmark share it."""
+    loss, parts = _losses(kind, model, x, y, beta, noise, v, derivative_weight, kinetic)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -356,6 +375,8 @@ def train(
         raise ValueError("derivative_weight applies to the functional only")
     if kind == "vae" and config.head_ridge is not None:
         raise ValueError("head_ridge applies to the functional only")
+    if kind == "functional" and config.kinetic_weight:
+        raise ValueError("kinetic_weight applies to the VAE only")
     train_idx, val_idx = _split(n, config.val_fraction, config.seed)
     dens, target, pot = _load_tensors(data, kind, n, dtype, dev, potential=bool(config.derivative_weight))
     ti, vi = torch.as_tensor(train_idx, device=dev), torch.as_tensor(val_idx, device=dev)
@@ -426,7 +447,14 @@ def train(
     if state["finished"]:
         return refit_once()
 
-    part_names = ("rec", "kl") if kind == "vae" else (("f", "deriv") if config.derivative_weight else ())
+    kinetic = None
+    if config.kinetic_weight:
+        op = KineticOperator(testbed_from_attrs(attrs).grid, dev, dtype)
+        kinetic = (config.kinetic_weight, functools.partial(kinetic_error, kinetic=op, cell_volume=op.grid.cell_volume))
+    if kind == "vae":
+        part_names = ("rec", "kl", "kin") if kinetic else ("rec", "kl")
+    else:
+        part_names = ("f", "deriv") if config.derivative_weight else ()
     n_tr = x_tr.shape[0]
     bs = config.batch_size
     noise = torch.Generator(device=dev)
@@ -442,20 +470,21 @@ def train(
             order_gen = torch.Generator().manual_seed(_stream(config.seed, epoch, 0))
             order = torch.randperm(n_tr, generator=order_gen).to(dev)
             noise.manual_seed(_stream(config.seed, epoch, 1))
-            sums = torch.zeros(3, dtype=torch.float64, device=dev)
+            sums = torch.zeros(1 + len(part_names), dtype=torch.float64, device=dev)
             for lo in range(0, n_tr, bs):
                 idx = order[lo : lo + bs]
                 train_step(kind, model, opt, x_tr[idx], None if y_tr is None else y_tr[idx], config.beta, noise, sums,
-                           v=None if v_tr is None else v_tr[idx], derivative_weight=config.derivative_weight, ema=ema)
+                           v=None if v_tr is None else v_tr[idx], derivative_weight=config.derivative_weight, ema=ema,
+                           kinetic=kinetic)
             scheduler.step()
             served.eval()
-            vsums = torch.zeros(3, dtype=torch.float64, device=dev)
+            vsums = torch.zeros(1 + len(part_names), dtype=torch.float64, device=dev)
             with torch.no_grad():
                 for lo in range(0, x_val.shape[0], 4 * bs):
                     sl = slice(lo, lo + 4 * bs)
                     xv = x_val[sl]
                     loss, parts = _losses(kind, served, xv, None if y_val is None else y_val[sl], config.beta, None,
-                                          None if v_val is None else v_val[sl], config.derivative_weight)
+                                          None if v_val is None else v_val[sl], config.derivative_weight, kinetic)
                     vsums[0] += (parts[0] if kind == "functional" and parts else loss) * xv.shape[0]
                     for j, p in enumerate(parts, 1):
                         vsums[j] += p * xv.shape[0]

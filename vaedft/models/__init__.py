@@ -36,7 +36,7 @@ from .layers import (
     linear_upsample,
     zero_insert_upsample,
 )
-from .losses import functional_loss, kl_divergence, reconstruction_loss, vae_loss
+from .losses import functional_loss, kinetic_error, kl_divergence, reconstruction_loss, vae_loss
 from .vae import VAE, Decoder, Encoder, wall_envelope
 
 __all__ = [
@@ -70,6 +70,7 @@ __all__ = [
     "wall_envelope",
     "zero_insert_upsample",
     "functional_loss",
+    "kinetic_error",
     "kl_divergence",
     "reconstruction_loss",
     "vae_loss",

@@ -7,6 +7,12 @@
   over the batch instead: the ratio of the two terms, hence the meaning of beta, is the same,
   while the batch average makes the loss independent of the batch size.
 * :func:`functional_loss` -- mean squared error on F (eq. (9)).
+* :func:`kinetic_error` -- the reconstruction's error in the kinetic-energy norm,
+  ``<dpsi| T |dpsi>`` with ``dpsi = sqrt(n_hat) - sqrt(n)``: an optional VAE loss term (not the
+  paper's; ``TrainConfig.kinetic_weight``).  For a normalised one-particle ground state ``n`` with
+  energy ``e``, ``E_V[n_hat] - e = <dpsi| H - e |dpsi>`` exactly, so this term is the kinetic part
+  of the reconstruction's energy excess, the error the latent minimization inherits, while the
+  squared error of :func:`reconstruction_loss` barely sees a wrong slope.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import math
 
 import torch
 
-__all__ = ["reconstruction_loss", "kl_divergence", "vae_loss", "functional_loss"]
+__all__ = ["reconstruction_loss", "kl_divergence", "vae_loss", "functional_loss", "kinetic_error"]
 
 
 def _check_same_shape(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
@@ -65,3 +71,20 @@ def functional_loss(F_pred: torch.Tensor, F_true: torch.Tensor) -> torch.Tensor:
     """Mean squared error ``mean_b (F_pred - F_true)^2`` for ``(B,)`` tensors."""
     _check_same_shape(F_pred, F_true, "functional_loss")
     return (F_pred - F_true).square().mean()
+
+
+def kinetic_error(
+    n_hat: torch.Tensor, n: torch.Tensor, kinetic, cell_volume: float, floor: float = 1e-30
+) -> torch.Tensor:
+    """``mean_b dx^d sum_x dpsi (T dpsi)`` with ``dpsi = sqrt(n_hat) - sqrt(n)``, in E0; a scalar >= 0.
+
+    Args:
+        n_hat, n: densities ``(B, *grid)`` (normalised, ``dx^d sum n = 1``).
+        kinetic: the grid's kinetic operator ``T`` (:class:`~vaedft.physics.hamiltonian.KineticOperator`,
+            positive semi-definite) on the densities' device and dtype.
+        cell_volume: ``dx^d``.
+        floor: smallest density under the square roots (the slope of ``sqrt`` at 0 is infinite).
+    """
+    _check_same_shape(n_hat, n, "kinetic_error")
+    d = n_hat.clamp_min(floor).sqrt() - n.clamp_min(floor).sqrt()
+    return cell_volume * (d * kinetic.apply(d)).flatten(1).sum(dim=1).mean()
