@@ -117,9 +117,11 @@ def test_train_recipe_flags_reach_the_run(tiny_data, tmp_path):
     vae_dir, f_dir = tmp_path / "vae", tmp_path / "f"
     assert main(["train-vae", "--data", str(tiny_data), "--latent", "4", "--epochs", "3", "--batch", "40",
                  "--lr", "1e-3", "--schedule", "cosine", "--lr-min", "1e-5", "--warmup", "1", "--ema", "0.9",
-                 "--decoder", "smooth", "--input-scale", "volume", "--out", str(vae_dir), "--no-progress"]) == 0
+                 "--decoder", "smooth", "--input-scale", "volume", "--kinetic-weight", "0.5", "--out", str(vae_dir),
+                 "--no-progress"]) == 0
     run = json.loads((vae_dir / "config.json").read_text())
-    assert run["train"] | {"schedule": "cosine", "lr_min": 1e-5, "warmup_epochs": 1, "ema_decay": 0.9} == run["train"]
+    recipe = {"schedule": "cosine", "lr_min": 1e-5, "warmup_epochs": 1, "ema_decay": 0.9, "kinetic_weight": 0.5}
+    assert run["train"] | recipe == run["train"]
     assert run["model"]["decoder"] == "smooth" and run["model"]["latent_dim"] == 4
     assert "input_scale" not in run["model"]  # L = 1 for gaussian1d: 'volume' is the default 1.0
     assert main(["train-functional", "--data", str(tiny_data), "--epochs", "2", "--batch", "40",
@@ -131,7 +133,7 @@ def test_train_recipe_flags_reach_the_run(tiny_data, tmp_path):
 @pytest.mark.parametrize(
     "argv",
     [["--schedule", "step"], ["--lr-min", "-1"], ["--input-scale", "area"], ["--input-scale", "0"],
-     ["--decoder", "fancy"]],
+     ["--decoder", "fancy"], ["--kinetic-weight", "-1"]],
 )
 def test_train_recipe_flag_errors(tiny_data, tmp_path, argv):
     with pytest.raises(SystemExit) as info:
