@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 quick: $(STAMP)
 	$(BIN)/vaedft-bench --profile quick
 
-# The paper's 1D networks on a 2-core CPU (about 2.3 hours; resumable: rerun after an interruption);
+# The paper's 1D networks on a 2-core CPU (about 2.4 hours; resumable: rerun after an interruption);
 # writes reports/cpu/report.md with the goals of benchmark/reference/cpu.toml.
 cpu: $(STAMP)
 	$(BIN)/vaedft-bench --profile cpu
