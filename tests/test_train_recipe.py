@@ -191,7 +191,7 @@ def test_kinetic_error_of_a_plane_wave_is_its_continuum_kinetic_energy(k):
     L, a = grid.box_length, 0.05
     psi = torch.full((1, grid.n), 1.0 / math.sqrt(L), dtype=torch.float64)
     wave = a * torch.cos(2 * math.pi * k * torch.from_numpy(grid.points) / L)
-    got = kinetic_error((psi + wave).square(), psi.square(), kinetic_op("speckle1d"), grid.cell_volume)
+    got = kinetic_error((psi + wave).square(), psi.square(), kinetic_op("speckle1d"))
     assert float(got) == pytest.approx(a**2 * L / 2 * (2 * math.pi * k / L) ** 2 / 2, rel=1e-8)
 
 
@@ -200,9 +200,9 @@ def test_kinetic_error_of_a_rescaled_box_ground_state():
     grid = get_testbed("gaussian1d").grid
     L, a = grid.box_length, 0.1
     psi = math.sqrt(2 / L) * torch.sin(math.pi * torch.from_numpy(grid.points) / L)[None]
-    got = kinetic_error(((1 + a) * psi).square(), psi.square(), kinetic_op("gaussian1d"), grid.cell_volume)
+    got = kinetic_error(((1 + a) * psi).square(), psi.square(), kinetic_op("gaussian1d"))
     assert float(got) == pytest.approx(a**2 * (math.pi / L) ** 2 / 2, rel=1e-8)
-    assert float(kinetic_error(psi.square(), psi.square(), kinetic_op("gaussian1d"), grid.cell_volume)) == 0.0
+    assert float(kinetic_error(psi.square(), psi.square(), kinetic_op("gaussian1d"))) == 0.0
 
 
 @pytest.mark.parametrize("testbed", ["gaussian1d", "speckle1d"])
@@ -218,7 +218,7 @@ def test_kinetic_error_is_the_kinetic_part_of_the_energy_excess(testbed, tmp_pat
     excess = ExactKineticFunctional(tb.grid).double()(n_hat) + cell * (V * n_hat).sum(1) - e
     dpsi = n_hat.sqrt() - n.sqrt()
     potential_part = cell * ((V - e[:, None]) * dpsi.square()).sum(1)
-    per_instance = [float(kinetic_error(n_hat[i : i + 1], n[i : i + 1], kinetic_op(testbed), cell)) for i in range(4)]
+    per_instance = [float(kinetic_error(n_hat[i : i + 1], n[i : i + 1], kinetic_op(testbed))) for i in range(4)]
     assert float(excess.min()) > 1e-4  # a real excess, not a round-off
     np.testing.assert_allclose(np.array(per_instance) + potential_part.numpy(), excess.numpy(), rtol=1e-6)
 
@@ -248,7 +248,7 @@ def test_kinetic_training_records_the_term_and_lowers_it(tmp_path):
         vae, _ = load_run(run_dir, dtype="float64")
         with torch.no_grad():
             mu, _ = vae.encode(dens)
-            return float(kinetic_error(vae.decode(mu), dens, kinetic_op("speckle1d"), tb.grid.cell_volume))
+            return float(kinetic_error(vae.decode(mu), dens, kinetic_op("speckle1d")))
 
     assert kin_of(tmp_path / "k") < 0.7 * kin_of(tmp_path / "p")
 

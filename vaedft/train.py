@@ -450,7 +450,7 @@ def train(
     kinetic = None
     if config.kinetic_weight:
         op = KineticOperator(testbed_from_attrs(attrs).grid, dev, dtype)
-        kinetic = (config.kinetic_weight, functools.partial(kinetic_error, kinetic=op, cell_volume=op.grid.cell_volume))
+        kinetic = (config.kinetic_weight, functools.partial(kinetic_error, kinetic=op))
     if kind == "vae":
         part_names = ("rec", "kl", "kin") if kinetic else ("rec", "kl")
     else:

@@ -73,18 +73,15 @@ def functional_loss(F_pred: torch.Tensor, F_true: torch.Tensor) -> torch.Tensor:
     return (F_pred - F_true).square().mean()
 
 
-def kinetic_error(
-    n_hat: torch.Tensor, n: torch.Tensor, kinetic, cell_volume: float, floor: float = 1e-30
-) -> torch.Tensor:
+def kinetic_error(n_hat: torch.Tensor, n: torch.Tensor, kinetic, floor: float = 1e-30) -> torch.Tensor:
     """``mean_b dx^d sum_x dpsi (T dpsi)`` with ``dpsi = sqrt(n_hat) - sqrt(n)``, in E0; a scalar >= 0.
 
     Args:
         n_hat, n: densities ``(B, *grid)`` (normalised, ``dx^d sum n = 1``).
         kinetic: the grid's kinetic operator ``T`` (:class:`~vaedft.physics.hamiltonian.KineticOperator`,
             positive semi-definite) on the densities' device and dtype.
-        cell_volume: ``dx^d``.
         floor: smallest density under the square roots (the slope of ``sqrt`` at 0 is infinite).
     """
     _check_same_shape(n_hat, n, "kinetic_error")
     d = n_hat.clamp_min(floor).sqrt() - n.clamp_min(floor).sqrt()
-    return cell_volume * (d * kinetic.apply(d)).flatten(1).sum(dim=1).mean()
+    return kinetic.expectation(d).mean()

@@ -77,6 +77,10 @@ class KineticOperator:
         """``T psi`` for a batch ``psi`` of shape ``(B, *grid.shape)``; returns the same shape."""
         return self._filter(psi, self.symbol)
 
+    def expectation(self, psi: torch.Tensor) -> torch.Tensor:
+        """``<psi| T |psi> = dx^d sum_x psi (T psi)`` per instance: ``(B, *grid)`` -> ``(B,)``, in E0."""
+        return self.grid.cell_volume * (psi * self.apply(psi)).flatten(1).sum(1)
+
     def solve_shifted(self, rhs: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """``(T + shift)^-1 rhs``; ``shift`` has shape ``(B,)`` and must be > 0."""
         shift = shift.reshape((-1,) + (1,) * self.grid.ndim)

@@ -88,7 +88,5 @@ class ExactKineticFunctional(nn.Module):
         if not isinstance(n, torch.Tensor) or n.dim() != len(shape) + 1 or tuple(n.shape[1:]) != shape:
             got = tuple(n.shape) if isinstance(n, torch.Tensor) else type(n).__name__
             raise ValueError(f"densities must have shape (B, {', '.join(map(str, shape))}), got {got}")
-        psi = torch.sqrt(n.clamp_min(self.floor))
-        t_psi = self.kinetic(n).apply(psi)
-        return self.config.cell_volume * (psi * t_psi).flatten(1).sum(1)
+        return self.kinetic(n).expectation(torch.sqrt(n.clamp_min(self.floor)))
 
