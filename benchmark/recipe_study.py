@@ -134,6 +134,12 @@ RUNS = {
                                                     "ema_decay": 0.999}, latent_dim=4, model={"decoder": "smooth"}),
     "v_sp_smooth_b32": Run("vae", "sp_train", {**COSINE, "batch_size": 32, "epochs": 20, "beta": 1e-5},
                            latent_dim=16, model={"input_scale": "volume", "decoder": "smooth"}),
+    # speckle1d's goal pair with the cpu profile's recipe, its VAE trained twice as long (110 epochs, the profile
+    # 55): does the manifold, which holds the fraction within CA at 68-76 %, improve with more CPU time?
+    "f_sp_b32_ridge": Run("functional", "sp_train", {**COSINE, "batch_size": 32, "epochs": 45, "head_ridge": 1e-6},
+                          model={"input_scale": "volume"}),
+    "v_sp_smooth_110": Run("vae", "sp_train", {**COSINE, "batch_size": 32, "epochs": 110, "beta": 1e-5},
+                           latent_dim=16, model={"input_scale": "volume", "decoder": "smooth"}),
 }
 
 #: The cpu profile's latent minimization (rows stop when settled), trust region 3 std.
@@ -187,6 +193,8 @@ MINIMIZATIONS = {
     "sp_smooth_b32_budget": ("v_sp_smooth_b32", "f_sp", "sp_test", {"method": None}),
     "sp_smooth_b32_lbfgs_box2": ("v_sp_smooth_b32", "f_sp", "sp_test",
                                  {"method": "latent-lbfgs", "steps": 400, "lr": 1e-2, "latent_box": 2.0}),
+    # the cpu profile's speckle1d descent (no trust region, rows stop when settled)
+    "sp_110_ridge_lbfgs": ("v_sp_smooth_110", "f_sp_b32_ridge", "sp_test", {**CPU_MIN_BOX3, "latent_box": 0.0}),
 }
 
 TESTBED_OF = {name: spec[0] for name, spec in DATA.items()}
