@@ -14,9 +14,14 @@ the mean |e_min - e_gs| after latent minimization (against the minutes of the wh
 functional + minimization).  CPU minutes are wall minutes times torch threads.  The frontier is the
 best accuracy reached within each budget (the lower envelope of the points).
 
-Writes ``frontier.json`` (the points, each with its testbed, the goals, the command, the date) and
-``figures/frontier.png`` (a row per testbed) next to the cpu results; ``vaedft-bench`` shows both in
-the report's goals section when a goal fails.  Every number comes from the results files, the goals
+For each testbed whose goal failed it also reads, from the run's minimization result files in the cache,
+what limits it: the share of the test instances within chemical accuracy by each term of the error budget
+(the reported error, the manifold gap that a perfect functional would leave, the exact energy of the found
+density, the learned functional on the exact ground states), at the goal's l_d for every beta of the sweep.
+
+Writes ``frontier.json`` (the points and those shares, each with its testbed, the goals, the command, the
+date) and ``figures/frontier.png`` (a row per testbed) next to the cpu results; ``vaedft-bench`` shows them
+in the report's goals section when a goal fails.  Every number comes from the results files, the goals
 file (and the cache); nothing is typed in.
 
 Usage::
@@ -35,12 +40,15 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+
 from vaedft.bench.artifacts import stage_seconds
 from vaedft.bench.check import ReferenceError, load_reference
 from vaedft.bench.context import beta_tag
 from vaedft.bench.runner import default_cache_dir
 from vaedft.report.figures import KCAL_PER_MOL, plot_sweep
 from vaedft.report.markdown import frontier_envelope
+from vaedft.results import ResultError, read_result
 
 GOALS = Path(__file__).resolve().parent / "reference" / "cpu.toml"
 #: the recipe study's test sets (benchmark/recipe_study.py) and their testbeds
@@ -150,6 +158,58 @@ def cpu_points(results: Mapping, cache: Path, cases: Mapping[str, Mapping]) -> l
     return pts
 
 
+_BETA = re.compile(r"beta=(?P<beta>[0-9.e+-]+) ")
+
+
+def _share_within_ca(x, *, absolute: bool = False) -> float:
+    """Share of the entries (E0) at most chemical accuracy (of ``|x|`` with ``absolute``); NaN/inf count as out."""
+    x = np.asarray(x, dtype=float)
+    x = np.abs(x) if absolute else x
+    return float((np.isfinite(x) & (x <= KCAL_PER_MOL)).mean())
+
+
+def case_limits(results: Mapping, cache: Path, cases: Mapping[str, Mapping]) -> list[dict]:
+    """What limits each testbed whose goal failed: shares within CA of the error budget's terms, per instance.
+
+    For every latent minimization of the goal's experiment at the goal's l_d on that testbed (the goal's beta
+    and the others of the sweep), read from the run's result file in the artifact cache
+    (:func:`vaedft.results.read_result`, which checks the schema): the shares of the instances within chemical
+    accuracy by the reported error ``|e_min - e_gs|``, by the manifold gap (what a perfect functional leaves),
+    by the exact energy of the found density, and by the learned functional on the exact ground states.
+    A case whose result file is absent, damaged or without a budget is left out (no cache: no rows).
+    """
+    # the testbed a failed goal or claim names first ("speckle1d/ld16/...", "speckle1d l_d = 16: ...")
+    failing = {m.group(0) for g in results.get("goals") or [] if g.get("status") == "fail"
+               for m in [re.match(r"[a-z0-9]+", str(g.get("metric", "")))] if m}
+    exps = results.get("experiments", {})
+    rows = []
+    for testbed, case in cases.items():
+        arts = exps.get(case["experiment"], {}).get("artifacts", {})
+        if testbed not in failing:
+            continue
+        for label, key in arts.items():
+            m = _BETA.search(label)
+            if not (label.startswith("latent-") and f" l_d={case['ld']} " in f" {label} " and f" {testbed} " in label
+                    and m):
+                continue
+            try:
+                res = read_result(cache / "minimization" / key / "result.h5")
+            except ResultError:
+                continue
+            budget = (res.get("budget") or {}).get("terms", {})
+            if not all(t in budget for t in ("manifold_gap", "exact_energy_at_min", "functional_error")):
+                continue
+            beta = float(m["beta"])
+            rows.append({"testbed": testbed, "ld": int(case["ld"]), "beta": beta,
+                         "goal_case": beta == case["beta"], "n": int(len(res["e_gs"])),
+                         "within_ca": _share_within_ca(res["e_min"] - res["e_gs"], absolute=True),
+                         "manifold_within_ca": _share_within_ca(budget["manifold_gap"]),
+                         "found_density_within_ca": _share_within_ca(budget["exact_energy_at_min"]),
+                         "functional_within_ca": _share_within_ca(budget["functional_error"], absolute=True)})
+    order = {tb: i for i, tb in enumerate(cases)}
+    return sorted(rows, key=lambda r: (order[r["testbed"]], not r["goal_case"], r["beta"]))
+
+
 def plot(points: list[dict], cases: Mapping[str, Mapping], path: Path) -> Path:
     """Accuracy against CPU minutes: a row per testbed with points, the functional left, the pair right."""
     panels = []
@@ -194,7 +254,9 @@ def main(argv=None) -> int:
     try:
         results = json.loads(args.results.read_text())
         points = [p for p in study_points(json.loads(args.study.read_text())) if p["testbed"] in cases]
-        points += cpu_points(results, args.cache or default_cache_dir(), cases)
+        cache = args.cache or default_cache_dir()
+        points += cpu_points(results, cache, cases)
+        limits = case_limits(results, cache, cases)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         print(f"frontier: {args.results} or {args.study} is not a results file of the expected form: "
               f"{type(exc).__name__}: {exc}", file=sys.stderr)
@@ -207,7 +269,7 @@ def main(argv=None) -> int:
     doc = {"command": " ".join(["frontier.py", *(argv if argv is not None else sys.argv[1:])]),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "goals_kcal": {tb: c["goal_kcal"] for tb, c in cases.items()},
-           "figure": figure.relative_to(out_dir).as_posix(), "points": points}
+           "figure": figure.relative_to(out_dir).as_posix(), "points": points, "limits": limits}
     (out_dir / "frontier.json").write_text(json.dumps(doc, indent=1) + "\n")
     for p_ in sorted(points, key=lambda p: (p["testbed"], p["kind"], p["cpu_minutes"])):
         print(f"{p_['testbed']:11s} {p_['kind']:13s} {p_['cpu_minutes']:8.1f} min  "

@@ -159,3 +159,60 @@ def test_a_frontier_file_from_before_the_testbeds_reads_as_gaussian1d(tmp_path):
     res = {**_cpu_results(), "experiments": {}, "goals": [{"experiment": "E4", "metric": "m", "ours": 1.0,
                                                             "expected": "<= 0.5", "status": "fail", "source": "g"}]}
     assert "| gaussian1d | functional | recipe study | f_old " in render_report(res, tmp_path).replace("  ", " ")
+
+
+def test_what_limits_a_failed_goal_comes_from_the_result_files_in_the_cache(frontier, cases, tiny_pair, tmp_path):
+    """Per-instance shares within CA of each budget term, for every beta at the goal's l_d of a failed testbed."""
+    import shutil
+
+    import h5py
+    import numpy as np
+
+    from vaedft.minimize import MinimizeConfig
+    from vaedft.pipeline import minimize_files
+
+    cache = tmp_path / "cache"
+    good = cache / "minimization" / "k1" / "result.h5"
+    good.parent.mkdir(parents=True)
+    minimize_files(functional_dir=tiny_pair["functional"], vae_dir=tiny_pair["vae"], test_data=tiny_pair["test"],
+                   out=good, config=MinimizeConfig(method="latent-lbfgs", steps=2), device="cpu", progress=False,
+                   gap_steps=2)
+    with h5py.File(good, "r+") as f:  # known terms (E0) for the 3 test instances
+        f["e_min"][...] = f["e_gs"][:] + np.array([0.1, -3.0, 0.3]) * KCAL
+        f["budget/manifold_gap"][...] = np.array([0.5, 2.0, np.nan]) * KCAL
+        f["budget/exact_energy_at_min"][...] = np.array([0.2, 0.9, 1.5]) * KCAL
+        f["budget/functional_error"][...] = np.array([-0.5, -1.5, 1.0]) * KCAL
+    for key in ("k2", "k3"):
+        (cache / "minimization" / key).mkdir()
+        shutil.copy(good, cache / "minimization" / key / "result.h5")
+    damaged = cache / "minimization" / "k3" / "result.h5"
+    damaged.write_bytes(damaged.read_bytes()[:500])
+    arts = {"latent-lbfgs l_d=4 beta=1e-03 (300 steps) on gaussian1d test set (snyder2012)": "k1",
+            "latent-lbfgs l_d=4 beta=1e+00 (300 steps) on gaussian1d test set (snyder2012)": "k2",
+            "latent-lbfgs l_d=4 beta=1e-05 (300 steps) on gaussian1d test set (snyder2012)": "k3",  # damaged
+            "latent-lbfgs l_d=4 beta=1e-02 (300 steps) on gaussian1d test set (snyder2012)": "k4",  # absent
+            "latent-lbfgs l_d=8 beta=1e-03 (300 steps) on gaussian1d test set (snyder2012)": "k1",  # other l_d
+            "VAE gaussian1d l_d=4 beta=1e-03": "k1"}
+    res = _cpu_results()
+    res["experiments"]["E4"]["artifacts"] = arts
+    assert frontier.case_limits(res, cache, cases) == []  # no failed goal: nothing to explain
+    res["goals"] = [{"experiment": "E4", "metric": "gaussian1d/ld4/beta1e-03/frac_within_ca", "status": "fail",
+                     "ours": 0.67, "expected": ">= 0.95", "source": "g"}]
+    rows = frontier.case_limits(res, cache, cases)
+    assert [(r["beta"], r["goal_case"], r["n"]) for r in rows] == [(1e-3, True, 3), (1.0, False, 3)]
+    third = pytest.approx(1 / 3)
+    assert rows[0]["within_ca"] == pytest.approx(2 / 3) and rows[0]["manifold_within_ca"] == third
+    assert rows[0]["found_density_within_ca"] == pytest.approx(2 / 3)
+    assert rows[0]["functional_within_ca"] == pytest.approx(2 / 3)
+    assert frontier.case_limits(res, tmp_path / "no-cache", cases) == []
+
+    out = tmp_path / "cpu"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps(res))
+    (tmp_path / "study.json").write_text(json.dumps(_study()))
+    assert frontier.main(["--results", str(out / "results.json"), "--study", str(tmp_path / "study.json"),
+                          "--cache", str(cache)]) == 0
+    text = render_report({**res, "experiments": {}}, out)
+    assert "### What limits the missed goals" in text
+    assert "| gaussian1d | l_d = 4, beta = 1e-03 (goal) | 67 %" in text
+    assert "| 33 %" in text

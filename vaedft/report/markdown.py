@@ -3,7 +3,8 @@
 ``render_report(results, report_dir)`` gives ``report.md``: a header (date, commit, versions, device, total
 time), the profile's goals with PASS/FAIL (if it has a goals file; when one fails and ``report_dir`` holds a
 ``frontier.json`` written by ``benchmark/frontier.py``, the accuracy-vs-CPU-minutes frontier measured so
-far, as a table and a figure), a summary table of the
+far, as a table and a figure, and what limits each missed goal: the shares within chemical accuracy of its
+error budget's terms), a summary table of the
 paper-vs-ours verdicts, then one section per experiment with what
 the paper claims, our tables (tabulate), the error budget of its minimizations (one table per
 testbed, built from its ``budget_*`` metrics by :func:`budget_tables`), figures, the paper-vs-ours
@@ -165,7 +166,35 @@ def _frontier(results: Mapping, report_dir: Path | None) -> list[str]:
                            "within CA"]), ""]
     if (Path(report_dir) / figure).is_file():
         lines += [f"![accuracy vs CPU minutes]({figure})", ""]
-    return lines
+    return lines + _limits(doc.get("limits"))
+
+
+#: the shares of ``frontier.json``'s ``limits`` rows, in the order of the table's columns
+_LIMIT_SHARES = ("within_ca", "manifold_within_ca", "found_density_within_ca", "functional_within_ca")
+
+
+def _limits(rows) -> list[str]:
+    """The table of what limits each failed testbed (``frontier.json``'s ``limits``); nothing if absent."""
+    if not isinstance(rows, list):
+        return []
+    try:
+        table = [[r["testbed"], f"l_d = {int(r['ld'])}, beta = {float(r['beta']):.0e}"
+                  + (" (goal)" if r.get("goal_case") else ""),
+                  *(f"{100 * float(r[k]):.0f} %" for k in _LIMIT_SHARES)] for r in rows]
+    except (KeyError, TypeError, ValueError):
+        return []
+    if not table:
+        return []
+    return ["### What limits the missed goals", "",
+            "Shares of the test instances within chemical accuracy by each term of the error budget (README: \"Reading "
+            "the error budget\"), per instance from the run's minimization result files: the reported error "
+            "|e_min - e_gs|; the manifold gap, the error a perfect functional would leave (latent L-BFGS on the exact "
+            "energy from the VAE's code of each ground state); the exact energy of the density the descent found; the "
+            "learned functional on the exact ground states.  Where the manifold gap's share is below a goal's, a "
+            "perfect functional would miss the goal too: the VAE limits it.  A reported share above the found "
+            "densities' comes from the functional's errors cancelling the density's.", "",
+            _table(table, ["testbed", "case", "|e_min - e_gs| <= CA", "manifold gap <= CA",
+                           "found density (exact energy) <= CA", "functional on n_gs <= CA"]), ""]
 
 
 def _cell(x) -> str:
