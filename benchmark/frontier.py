@@ -184,9 +184,9 @@ def case_limits(results: Mapping, cache: Path, cases: Mapping[str, Mapping]) -> 
     exps = results.get("experiments", {})
     rows = []
     for testbed, case in cases.items():
-        arts = exps.get(case["experiment"], {}).get("artifacts", {})
         if testbed not in failing:
             continue
+        arts = exps.get(case["experiment"], {}).get("artifacts", {})
         for label, key in arts.items():
             m = _BETA.search(label)
             if not (label.startswith("latent-") and f" l_d={case['ld']} " in f" {label} " and f" {testbed} " in label
@@ -274,6 +274,10 @@ def main(argv=None) -> int:
     for p_ in sorted(points, key=lambda p: (p["testbed"], p["kind"], p["cpu_minutes"])):
         print(f"{p_['testbed']:11s} {p_['kind']:13s} {p_['cpu_minutes']:8.1f} min  "
               f"{p_['mean_abs_kcal']:9.3f} kcal/mol  {p_['source']}: {p_['label']}")
+    for r in limits:
+        print(f"{r['testbed']:11s} l_d = {r['ld']}, beta = {r['beta']:.0e}: within CA {r['within_ca']:.0%}, "
+              f"manifold gap {r['manifold_within_ca']:.0%}, found density {r['found_density_within_ca']:.0%}, "
+              f"functional on n_gs {r['functional_within_ca']:.0%}")
     return 0
 
 
