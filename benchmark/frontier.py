@@ -47,7 +47,7 @@ from vaedft.bench.check import ReferenceError, load_reference
 from vaedft.bench.context import beta_tag
 from vaedft.bench.runner import default_cache_dir
 from vaedft.report.figures import KCAL_PER_MOL, plot_sweep
-from vaedft.report.markdown import frontier_envelope
+from vaedft.report.markdown import costliest_off_envelope, frontier_envelope
 from vaedft.results import ResultError, read_result
 
 GOALS = Path(__file__).resolve().parent / "reference" / "cpu.toml"
@@ -223,6 +223,10 @@ def plot(points: list[dict], cases: Mapping[str, Mapping], path: Path) -> Path:
                 if front:
                     name = f"{source} (frontier)" if len(front) > 1 else source
                     series[name] = ([p["cpu_minutes"] for p in front], [p["mean_abs_kcal"] for p in front])
+            last = costliest_off_envelope([p for p in mine if p["kind"] == kind])
+            if last is not None:  # the frontier is flat up to it
+                series[f"{last['source']}: {last['label']} (no better)"] = ([last["cpu_minutes"]],
+                                                                          [last["mean_abs_kcal"]])
             if series:
                 panels.append({"series": series, "title": f"{testbed}: {title}", "xlabel":
                                "CPU minutes (wall x torch threads)", "ylabel": "kcal/mol",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vaedft.bench.check import load_reference
-from vaedft.report.markdown import frontier_envelope, render_report
+from vaedft.report.markdown import costliest_off_envelope, frontier_envelope, render_report
 
 ROOT = Path(__file__).resolve().parents[1]
 KCAL = 1.5936e-3
@@ -112,6 +112,9 @@ def test_the_envelope_keeps_only_points_no_cheaper_one_beats():
     pts = [{"cpu_minutes": 50, "mean_abs_kcal": 1.0}, {"cpu_minutes": 10, "mean_abs_kcal": 3.0},
            {"cpu_minutes": 20, "mean_abs_kcal": 5.0}, {"cpu_minutes": 100, "mean_abs_kcal": 0.4}]
     assert [p["cpu_minutes"] for p in frontier_envelope(pts)] == [10, 50, 100]
+    assert costliest_off_envelope(pts) is None and costliest_off_envelope([]) is None
+    flat = {"cpu_minutes": 200, "mean_abs_kcal": 0.5}  # twice the time, no better: the frontier is flat up to it
+    assert costliest_off_envelope([*pts, flat]) is flat
 
 
 def test_the_script_writes_the_figure_and_the_report_shows_it_under_a_failed_goal(frontier, tmp_path, capsys):
@@ -135,6 +138,8 @@ def test_the_script_writes_the_figure_and_the_report_shows_it_under_a_failed_goa
     assert "![accuracy vs CPU minutes](figures/frontier.png)" in text
     assert "f_b" in text and "f_a" in text  # on the functional envelope (10 min, 2.0) then (40 min, 0.4)
     assert "| speckle1d " in text and "f_sp" in text  # every testbed with a goal has its rows
+    # gaussian1d's costliest pair (m_a, 40 min, 3.0) is no better than the cpu run's (32 min, 2.0): shown as such
+    assert "| m_a (the costliest measurement: no better) " in text
     assert f"(`{doc['command']}`, {doc['date']})" in text  # the command that made it, not a template
     assert "frontier" not in render_report(base)  # no report directory given
     (out / "frontier.json").write_text("{not json")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-__all__ = ["render_report", "frontier_envelope", "update_index", "INDEX_START", "INDEX_END", "verdict_counts",
-           "budget_tables"]
+__all__ = ["render_report", "frontier_envelope", "costliest_off_envelope", "update_index", "INDEX_START", "INDEX_END",
+           "verdict_counts", "budget_tables"]
 
 INDEX_START = "<!-- vaedft-bench index: start (generated) -->"
 INDEX_END = "<!-- vaedft-bench index: end -->"
@@ -130,6 +130,15 @@ def frontier_envelope(points: list[Mapping]) -> list[Mapping]:
     return out
 
 
+def costliest_off_envelope(points: list[Mapping]) -> Mapping | None:
+    """The most expensive point if it is not on the envelope (it shows the frontier flat up to its CPU
+    minutes), else None."""
+    if not points:
+        return None
+    last = max(points, key=lambda p: float(p["cpu_minutes"]))
+    return None if any(p is last for p in frontier_envelope(points)) else last
+
+
 def _frontier(results: Mapping, report_dir: Path | None) -> list[str]:
     """The measured frontier (``report_dir/frontier.json``) under failed goals; nothing if absent or malformed.
 
@@ -151,16 +160,19 @@ def _frontier(results: Mapping, report_dir: Path | None) -> list[str]:
     for testbed in dict.fromkeys(p["testbed"] for p in points):
         for kind in ("functional", "minimization"):
             mine = [p for p in points if p["testbed"] == testbed and p["kind"] == kind]
-            for p in frontier_envelope(mine):
+            last = costliest_off_envelope(mine)
+            for p in frontier_envelope(mine) + ([] if last is None else [last]):
                 within = p.get("within_ca")
-                rows.append([testbed, kind, p["source"], p["label"], f"{float(p['cpu_minutes']):.1f}",
+                label = p["label"] + (" (the costliest measurement: no better)" if p is last else "")
+                rows.append([testbed, kind, p["source"], label, f"{float(p['cpu_minutes']):.1f}",
                              f"{float(p['mean_abs_kcal']):.3g}",
                              "-" if within is None else f"{100 * float(within):.0f} %"])
     if not rows:
         return []
     lines = ["### Accuracy vs CPU minutes measured so far (the goals' cases)", "",
              "Shown while a goal fails: per testbed, the best accuracy reached within each CPU budget (wall minutes "
-             "x torch threads) over every measurement on record "
+             "x torch threads) over every measurement on record, and the costliest measurement where it is no "
+             "better (the frontier is flat up to it) "
              f"(`{doc.get('command', 'benchmark/frontier.py')}`, {doc.get('date', '-')}).", "",
              _table(rows, ["testbed", "quantity", "source", "run", "CPU minutes", "mean abs (kcal/mol)",
                            "within CA"]), ""]
