@@ -217,14 +217,15 @@ def plot(points: list[dict], cases: Mapping[str, Mapping], path: Path) -> Path:
         mine = [p for p in points if p["testbed"] == testbed]
         for kind, title in (("functional", "functional MAE (exact n)"),
                             ("minimization", f"l_d = {case['ld']}, after minimization")):
-            series = {}
+            series, drawn = {}, []
             for source in dict.fromkeys(p["source"] for p in mine):
                 front = frontier_envelope([p for p in mine if p["kind"] == kind and p["source"] == source])
+                drawn += front
                 if front:
                     name = f"{source} (frontier)" if len(front) > 1 else source
                     series[name] = ([p["cpu_minutes"] for p in front], [p["mean_abs_kcal"] for p in front])
             last = costliest_off_envelope([p for p in mine if p["kind"] == kind])
-            if last is not None:  # the frontier is flat up to it
+            if last is not None and not any(p is last for p in drawn):  # the frontier is flat up to it
                 series[f"{last['source']}: {last['label']} (no better)"] = ([last["cpu_minutes"]],
                                                                           [last["mean_abs_kcal"]])
             if series:
@@ -232,8 +233,7 @@ def plot(points: list[dict], cases: Mapping[str, Mapping], path: Path) -> Path:
                                "CPU minutes (wall x torch threads)", "ylabel": "kcal/mol",
                                "hlines": [(1.0, "chemical accuracy"),
                                           (case["goal_kcal"], "cpu goal (mean abs)")]})
-    return plot_sweep(path, panels, ncols=2, suptitle="Accuracy vs CPU minutes, 100 test instances (gaussian1d: "
-                      "Snyder 2012; speckle1d: the study's and the profile's own draws; 3D: 50)")
+    return plot_sweep(path, panels, ncols=2, suptitle="Accuracy vs CPU minutes (100 test instances, 3D: 50)")
 
 
 def main(argv=None) -> int:
