@@ -221,3 +221,7 @@ def test_what_limits_a_failed_goal_comes_from_the_result_files_in_the_cache(fron
     assert "### What limits the missed goals" in text
     assert "| gaussian1d | l_d = 4, beta = 1e-03 (goal) | 67 %" in text
     assert "| 33 %" in text
+    doc = json.loads((out / "frontier.json").read_text())
+    (out / "frontier.json").write_text(json.dumps({**doc, "limits": [{"testbed": "gaussian1d"}]}))
+    text = render_report({**res, "experiments": {}}, out)
+    assert "### Accuracy vs CPU minutes" in text and "What limits" not in text  # a malformed table is left out
