@@ -358,6 +358,10 @@ def test_every_spec_of_the_committed_profiles_resolves(tmp_path, name):
             assert epochs.pop(goal) == 55 and epochs and set(epochs.values()) == {6}
             assert all(m["functional"]["train"]["epochs"] == 45 and m["functional"]["train"]["head_ridge"] == 1e-6
                        for m in runs)
+            # the kinetic-norm loss for speckle1d's goal VAE alone (off, and out of the config, elsewhere)
+            weights = {(m["vae"]["model"]["latent_dim"], m["vae"]["train"]["beta"]):
+                       m["vae"]["train"].get("kinetic_weight", 0.0) for m in runs}
+            assert weights.pop(goal) == (10.0 if testbed == "speckle1d" else 0.0) and set(weights.values()) == {0.0}
         assert all("head_ridge" not in m["functional"]["train"] for m in latent if m["test"]["testbed"] == "gaussian3d")
         assert all("latent_box" not in m["config"] for m in mins if m["vae"] is None)
         # E8 compares descent methods on one functional: on gaussian1d it takes the one VAE trained to convergence
