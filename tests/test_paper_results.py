@@ -57,12 +57,7 @@ def test_paper_reference_states_the_issue_tolerances():
 #: it that fails, or a goal in it that passes (then delete it here), fails the test; the goals file itself
 #: (benchmark/reference/cpu.toml) is never loosened.
 CPU_GOALS_MISSED: set[tuple[str, str]] = {
-    ("E4", "speckle1d/ld16/beta1e-05/frac_within_ca"),
     ("E6", "gaussian3d/ld32/beta1e-06/mean_abs_energy_error"),
-    # traded at 94243e7 for the two speckle1d mean-|error| goals: without the trust region beta = 1e-3 beats
-    # 1e-5 in mean |error| by cancellation (its densities 5.0 kcal/mol above the ground states, its functional
-    # -5.2 there; README, "Cpu times and verdicts")
-    ("E3", "speckle1d l_d = 16: smaller beta is at least as accurate (beta 1e-5 vs 1e-3)"),
 }
 
 
